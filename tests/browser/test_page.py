@@ -1,0 +1,65 @@
+"""The dashboard in a real Chromium: log in with the token, start the book's server and
+client from the forms, watch the reply arrive live over the WebSocket."""
+
+import re
+import socket
+
+from playwright.sync_api import expect
+
+REPLY = re.compile(r"The server \('127\.0\.0\.1', \d+\) replied 'Your data was \d+ bytes long'")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_token_login_sets_cookie_and_hides_token(page, live_server):
+    page.goto(f"{live_server.url}/?token={live_server.token}")
+    assert page.url == f"{live_server.url}/"
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    cookie = cookies[f"udplab_{live_server.port}"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    expect(page.locator("#conn-status")).to_have_text("live")
+    assert page.console_errors == []
+
+
+def test_server_and_client_from_the_forms(page, live_server):
+    port = free_udp_port()
+    page.goto(f"{live_server.url}/?token={live_server.token}")
+    expect(page.locator("#conn-status")).to_have_text("live")
+
+    server = page.locator("#server-form")
+    server.locator("input[name=port]").fill(str(port))
+    server.locator("input[name=name]").fill("book-server")
+    server.get_by_role("button", name="Start server").click()
+    expect(page.locator("#server-result")).to_contain_text(
+        f"Started server book-server on 127.0.0.1:{port}")
+    card = page.locator("#worker-book-server")
+    expect(card.locator(".state")).to_have_text("running")
+    expect(page.locator("#log-rows")).to_contain_text(f"Listening at ('127.0.0.1', {port})")
+
+    client = page.locator("#client-form")
+    client.locator("input[name=port]").fill(str(port))
+    client.locator("input[name=name]").fill("book-client")
+    client.get_by_role("button", name="Start client").click()
+    expect(page.locator("#log-rows .ev-reply").first).to_contain_text(REPLY)
+    expect(page.locator("#log-rows")).to_contain_text("The OS assigned me the address")
+    expect(card.locator("[data-counter=received]")).to_have_text("1")
+    expect(card.locator("[data-counter=replied]")).to_have_text("1")
+    expect(page.locator("#worker-book-client .state")).to_have_text("finished")
+
+    card.get_by_role("button", name="Stop").click()
+    expect(card.locator(".state")).to_have_text("stopped")
+    assert page.console_errors == []
+
+
+def test_form_error_shows_next_to_the_form(page, live_server):
+    page.goto(f"{live_server.url}/?token={live_server.token}")
+    expect(page.locator("#conn-status")).to_have_text("live")
+    server = page.locator("#server-form")
+    server.locator("input[name=port]").fill("no-such-service")
+    server.get_by_role("button", name="Start server").click()
+    expect(page.locator("#server-result .error")).to_contain_text(
+        "Unknown service name 'no-such-service'")

@@ -1,0 +1,39 @@
+"""The wheel carries the templates, the CSS and the vendored htmx (git-ignored static/vendor/)."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+REQUIRED = [
+    "webapp/__init__.py",
+    "webapp/templates/base.html",
+    "webapp/static/udplab.css",
+    "webapp/static/vendor/htmx.min.js",
+    "webapp/static/vendor/hx-ws.min.js",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_wheel_contains_templates_and_static(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "-q", "-w", str(tmp_path), str(ROOT)],
+        cwd=ROOT, capture_output=True, text=True, timeout=170,
+    )
+    assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}"
+    wheels = list(tmp_path.glob("udplab-*.whl"))
+    assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as zf:
+        names = set(zf.namelist())
+        entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        assert "udplab = webapp.cli:main" in zf.read(entry_points).decode()
+    missing = [n for n in REQUIRED if n not in names]
+    assert not missing, f"missing from {wheels[0].name}: {missing}"
+    # nothing from the build or test machinery leaks in
+    assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "node_modules/"))]

@@ -1,0 +1,139 @@
+"""Events: small frozen records of what a worker did or saw, in the book's words.
+
+Every event has `seq`, `time`, `worker`, `type` and `message` (one human line). Datagram
+events add `local`, `peer`, `size` and `text`. `type` is the one string that both the JSON
+and the HTML renderers switch on.
+"""
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event; subclasses set `type`."""
+
+    type: ClassVar[str] = "event"
+    seq: int
+    time: float
+    worker: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as the JSON API shows it."""
+        out: dict[str, Any] = {"type": self.type}
+        for f in fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatagramEvent(Event):
+    """An event about one datagram."""
+
+    local: Address | None
+    peer: Address
+    size: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listening(Event):
+    """A server bound its socket: `Listening at ('127.0.0.1', 1060)`."""
+
+    type: ClassVar[str] = "listening"
+    local: Address
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bound(Event):
+    """A client learned the address the OS gave its socket."""
+
+    type: ClassVar[str] = "bound"
+    local: Address
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Received(DatagramEvent):
+    """A server received a request: `The client at … says …`."""
+
+    type: ClassVar[str] = "received"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dropped(DatagramEvent):
+    """A server pretended to lose a request: `Pretending to drop packet from …`."""
+
+    type: ClassVar[str] = "dropped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sent(DatagramEvent):
+    """A worker sent a datagram."""
+
+    type: ClassVar[str] = "sent"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply(DatagramEvent):
+    """A client accepted a reply; `expected` is False when it came from another address."""
+
+    type: ClassVar[str] = "reply"
+    expected: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Waiting(Event):
+    """A client waits for a reply: `Waiting up to 0.1 seconds for a reply`."""
+
+    type: ClassVar[str] = "waiting"
+    delay: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeout(Event):
+    """No reply came within the wait."""
+
+    type: ClassVar[str] = "timeout"
+    delay: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaveUp(Event):
+    """A client stopped retrying: `I think the server is down`."""
+
+    type: ClassVar[str] = "gave-up"
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error(Event):
+    """The kernel reported an error (a refused port, a failed send) or a worker crashed."""
+
+    type: ClassVar[str] = "error"
+    error: str
+    errno: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stopped(Event):
+    """A worker ended; `state` says how (`stopped`, `finished` or `failed`)."""
+
+    type: ClassVar[str] = "stopped"
+    state: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Removed(Event):
+    """A worker was stopped and forgotten, events and all."""
+
+    type: ClassVar[str] = "removed"
+
+
+def format_address(address: Address | None) -> str:
+    """An address as the book prints it: `('127.0.0.1', 1060)`."""
+    return repr(tuple(address)) if address is not None else "(unbound)"

@@ -1,0 +1,130 @@
+"""Sockets: resolve names off the event loop, open non-blocking UDP sockets, and say what
+went wrong in words a student can act on."""
+
+import asyncio
+import errno
+import socket
+from dataclasses import dataclass
+
+from webapp.engine.errors import BadSpec, Conflict, EngineError
+from webapp.engine.events import Address
+
+MAX_BYTES = 65535  # the book's MAX_BYTES: big enough for any UDP datagram
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A resolved address: the family to open a socket with and the (host, port) to use."""
+
+    family: socket.AddressFamily
+    address: Address
+    name: str  # what the person typed, for messages
+
+
+def short(address: tuple) -> Address:
+    """(host, port) from any socket address, dropping IPv6 flow info and scope."""
+    return (address[0], address[1])
+
+
+async def resolve_port(port: int | str) -> int:
+    """A port number, looking up service names (`domain` → 53) in the UDP table."""
+    if isinstance(port, int):
+        return port
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, socket.getservbyname, port, "udp")
+    except OSError:
+        raise BadSpec(
+            f"Unknown service name {port!r} for UDP: use a port number, or a name from "
+            "/etc/services such as 'domain' (53)",
+            field="port",
+        ) from None
+
+
+async def resolve(host: str, port: int | str, *, passive: bool = False) -> Target:
+    """Resolve `host` and `port` without blocking the loop; IPv4 first when a name has both.
+
+    `passive` is for binding: an empty host then means every interface (`0.0.0.0`).
+    """
+    number = await resolve_port(port)
+    if passive and host in ("", "0.0.0.0", "*"):
+        return Target(socket.AF_INET, ("0.0.0.0", number), host)
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, number, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError):
+        raise BadSpec(
+            f"The host {host!r} does not resolve: check the spelling, or use an address "
+            "such as 127.0.0.1",
+            field="host",
+        ) from None
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    family, _, _, _, sockaddr = infos[0]
+    return Target(family, sockaddr, host)
+
+
+def bind_error(exc: OSError, target: Target) -> EngineError:
+    """The person-facing error for a failed bind()."""
+    host, port = target.address[0], target.address[1]
+    if exc.errno == errno.EADDRINUSE:
+        return Conflict(
+            f"Port {port} on {host} is already in use by another program or worker "
+            f"([Errno 98] Address already in use): stop it or pick another port",
+            field="port",
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return Conflict(
+            f"The address {host} is not available on this machine ([Errno 99] Cannot assign "
+            "requested address): pick one of its own addresses, 127.0.0.1, or 0.0.0.0 for all",
+            field="host",
+        )
+    if exc.errno == errno.EACCES:
+        return BadSpec(
+            f"Port {port} is below 1024 and only root may bind it: pick a port from 1024 up",
+            field="port",
+        )
+    return Conflict(f"Cannot use {host} port {port}: {exc.strerror or exc}", field="host")
+
+
+def open_bound(target: Target) -> socket.socket:
+    """A non-blocking UDP socket bound to `target`, or an `EngineError` saying why not."""
+    sock = socket.socket(target.family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind(target.address)
+    except OSError as exc:
+        sock.close()
+        raise bind_error(exc, target) from None
+    return sock
+
+
+def open_client(target: Target, *, connect: bool) -> socket.socket:
+    """A non-blocking UDP socket for a client, connected to `target` when asked."""
+    sock = socket.socket(target.family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if connect:
+            sock.connect(target.address)
+    except OSError as exc:
+        sock.close()
+        raise Conflict(
+            f"Cannot connect a UDP socket to {target.name} port {target.address[1]}: "
+            f"{exc.strerror or exc}; check the address and that this machine has a route to it",
+            field="host",
+        ) from None
+    return sock
+
+
+def describe_os_error(exc: OSError, peer: Address | None) -> str:
+    """A kernel error on send or receive, in the book's words plus what to do."""
+    where = f" at {peer!r}" if peer else ""
+    if exc.errno == errno.ECONNREFUSED:
+        return (
+            f"[Errno 111] Connection refused: nothing is listening{where} "
+            "(the kernel got an ICMP port-unreachable); start a server there or check the port"
+        )
+    if exc.errno == errno.EACCES:
+        return f"[Errno 13] Permission denied sending{where}: broadcast needs SO_BROADCAST"
+    if exc.errno == errno.EAGAIN:
+        return "The socket's send buffer is full: the datagram was not sent"
+    return f"[Errno {exc.errno}] {exc.strerror or exc}"

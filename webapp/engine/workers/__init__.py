@@ -1,0 +1,11 @@
+"""One module per worker kind; each is a thin asyncio adapter over plain logic."""
+
+from webapp.engine.workers.base import Worker
+from webapp.engine.workers.client import ClientWorker
+from webapp.engine.workers.server import ServerWorker
+
+WORKER_CLASSES: dict[str, type[Worker]] = {
+    cls.kind: cls for cls in (ServerWorker, ClientWorker)
+}
+
+__all__ = ["WORKER_CLASSES", "ClientWorker", "ServerWorker", "Worker"]

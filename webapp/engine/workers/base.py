@@ -1,0 +1,82 @@
+"""What every worker has: an id, a spec, a socket, a state, counters and its own events."""
+
+import asyncio
+import socket
+import time
+from collections import deque
+from typing import Any, ClassVar
+
+from webapp.engine.bus import EventBus
+from webapp.engine.events import Address, Event
+from webapp.engine.specs import Spec
+from webapp.engine.udp import Target
+
+# Life of a worker: starting -> running -> stopped (asked to) | finished (done) | failed.
+ENDED = frozenset({"stopped", "finished", "failed"})
+
+
+class Worker:
+    """Base of the worker kinds: subclasses open their socket in `open()` and work in `run()`."""
+
+    kind: ClassVar[str]
+    counter_names: ClassVar[tuple[str, ...]]
+
+    def __init__(self, worker_id: str, spec: Spec, target: Target, bus: EventBus, *,
+                 history: int = 1000):
+        self.id = worker_id
+        self.spec = spec
+        self.target = target
+        self.bus = bus
+        self.state = "starting"
+        self.sock: socket.socket | None = None
+        self.local: Address | None = None
+        self.counters = dict.fromkeys(self.counter_names, 0)
+        self.history: deque[Event] = deque(maxlen=history)
+        self.started = time.time()
+        self.ended: float | None = None
+        self.task: asyncio.Task | None = None
+
+    def open(self) -> None:
+        """Create and bind (or connect) the socket; raise `EngineError` if it cannot be."""
+        raise NotImplementedError
+
+    async def run(self) -> str:
+        """Do the work until done or cancelled; return the final state (`finished`)."""
+        raise NotImplementedError
+
+    def emit(self, cls: type[Event], message: str, **fields: Any) -> Event:
+        """Record an event in this worker's history and publish it, without awaiting."""
+        event = cls(seq=self.bus.next_seq(), time=time.time(), worker=self.id,
+                    message=message, **fields)
+        self.history.append(event)
+        self.bus.publish(event)
+        return event
+
+    def close(self) -> None:
+        """Stop reading and close the socket; safe to call twice."""
+        if self.sock is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            except (RuntimeError, ValueError):
+                pass  # no loop (closing at exit) or the socket is already closed
+            self.sock.close()
+            self.sock = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker has not ended yet."""
+        return self.state not in ENDED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The worker as the JSON API shows it."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "spec": self.spec.to_dict(),
+            "local": list(self.local) if self.local else None,
+            "target": list(self.target.address[:2]),
+            "counters": dict(self.counters),
+            "started": self.started,
+            "ended": self.ended,
+        }

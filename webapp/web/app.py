@@ -1,0 +1,79 @@
+"""`create_app(settings)` assembles the app: engine, security guard, routes, error mapping."""
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from webapp import __version__
+from webapp.engine import EngineError, Supervisor
+from webapp.web import api, pages
+from webapp.web.render import Renderer, make_environment
+from webapp.web.security import Guard
+from webapp.web.settings import Settings
+
+log = logging.getLogger("udplab")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app with its own supervisor; nothing is shared between apps."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with Supervisor(history=settings.worker_history) as supervisor:
+            app.state.supervisor = supervisor
+            yield
+
+    app = FastAPI(
+        title="UDP Lab",
+        version=__version__,
+        description="Run the UDP experiments of chapter 2 of *Foundations of Python Network "
+        "Programming* on real sockets. Every route but /api/health needs "
+        "`Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+        docs_url=None,  # served below from the npm-installed Swagger UI, CSP-clean
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    env = make_environment(settings.templates_dir)
+    app.state.renderer = Renderer(env)
+
+    app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
+    app.include_router(api.router)
+    app.include_router(pages.router)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(env.get_template("docs.html").render())
+
+    @app.exception_handler(EngineError)
+    async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        body = {"error": exc.message}
+        if exc.field:
+            body["field"] = exc.field
+        return JSONResponse(body, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {"error": f"Bad request at {where or 'the body'}: {first.get('msg', 'invalid')}"},
+            status_code=422,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"error": "UDP Lab hit an internal error; the workers keep running. "
+                      "The server log has the details."},
+            status_code=500,
+        )
+
+    app.add_middleware(Guard, settings=settings)
+    return app

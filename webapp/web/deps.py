@@ -1,0 +1,27 @@
+"""Dependency aliases: the engine and renderer that routes call into."""
+
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from webapp.engine import Supervisor
+from webapp.web.render import Renderer
+from webapp.web.settings import Settings
+
+
+def _supervisor(conn: HTTPConnection) -> Supervisor:
+    return conn.app.state.supervisor
+
+
+def _renderer(conn: HTTPConnection) -> Renderer:
+    return conn.app.state.renderer
+
+
+def _settings(conn: HTTPConnection) -> Settings:
+    return conn.app.state.settings
+
+
+SupervisorDep = Annotated[Supervisor, Depends(_supervisor)]
+RendererDep = Annotated[Renderer, Depends(_renderer)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,109 @@
+"""The page: the dashboard itself, its forms (which also work without JavaScript), the token
+login, and the page's WebSocket of HTML fragments."""
+
+import hmac
+import html
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from webapp.engine import EngineError
+from webapp.engine.interfaces import host_choices
+from webapp.web.deps import RendererDep, SettingsDep, SupervisorDep
+from webapp.web.stream import page_stream
+
+router = APIRouter(include_in_schema=False)
+
+
+def page(supervisor, renderer, settings, *, status: int = 200,
+         errors: dict[str, str] | None = None, values: dict[str, Any] | None = None
+         ) -> HTMLResponse:
+    """The whole dashboard, with a form's error next to it when there is one."""
+    recent = list(supervisor.bus.recent)[-settings.page_rows:]
+    body = renderer.env.get_template("index.html").render(
+        workers=list(supervisor.workers.values()),
+        rows=renderer.render_rows(recent),
+        render_card=renderer.render_card,
+        hosts=host_choices(),
+        errors=errors or {},
+        values=values or {},
+        page_rows=settings.page_rows,
+    )
+    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/")
+async def dashboard(request: Request, supervisor: SupervisorDep, renderer: RendererDep,
+                    settings: SettingsDep) -> Response:
+    """The dashboard; `/?token=…` exchanges the token for a cookie and drops it from the URL."""
+    token = request.query_params.get("token")
+    if token is None:
+        return page(supervisor, renderer, settings)
+    if not hmac.compare_digest(token.encode(), settings.token.encode()):
+        return HTMLResponse(
+            "<!doctype html><meta charset=utf-8><title>UDP Lab</title><h1>UDP Lab</h1>"
+            "<p>That token is not this dashboard's: copy the whole URL that udplab printed "
+            "when it started.</p>",
+            status_code=401,
+        )
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(settings.cookie_name, settings.token, httponly=True,
+                        samesite="strict", path="/")
+    return response
+
+
+@router.post("/workers")
+async def start_from_form(request: Request, supervisor: SupervisorDep, renderer: RendererDep,
+                          settings: SettingsDep) -> Response:
+    """Start a worker from a page form. htmx gets a one-line result to show by the form;
+    a browser without JavaScript gets the page again (or a redirect to it)."""
+    form = await request.form()
+    raw = {key: value for key, value in form.items() if isinstance(value, str) and value != ""}
+    kind = raw.get("kind", "")
+    htmx = request.headers.get("hx-request") == "true"
+    template = renderer.env.get_template("partials/_form_result.html")
+    try:
+        worker = await supervisor.start(raw)
+    except EngineError as exc:
+        if htmx:
+            return HTMLResponse(template.render(error=exc), status_code=exc.status)
+        return page(supervisor, renderer, settings, status=exc.status,
+                    errors={kind: exc.message}, values={kind: raw})
+    if htmx:
+        return HTMLResponse(template.render(worker=worker))
+    return RedirectResponse("/", status_code=303)
+
+
+async def _act(request: Request, action) -> Response:
+    try:
+        await action()
+    except EngineError as exc:
+        if request.headers.get("hx-request") == "true":
+            return HTMLResponse(f"<p class=error>{html.escape(exc.message)}</p>",
+                                status_code=exc.status)
+        raise
+    if request.headers.get("hx-request") == "true":
+        return Response(status_code=204)  # the WebSocket brings the new card
+    return RedirectResponse("/", status_code=303)
+
+
+@router.post("/workers/{worker_id}/stop")
+async def stop_from_page(worker_id: str, request: Request,
+                         supervisor: SupervisorDep) -> Response:
+    """The card's Stop button."""
+    return await _act(request, lambda: supervisor.stop(worker_id))
+
+
+@router.post("/workers/{worker_id}/remove")
+async def remove_from_page(worker_id: str, request: Request,
+                           supervisor: SupervisorDep) -> Response:
+    """The card's Remove button (stops first if needed)."""
+    return await _act(request, lambda: supervisor.remove(worker_id))
+
+
+@router.websocket("/ws/page")
+async def page_socket(websocket: WebSocket, supervisor: SupervisorDep, renderer: RendererDep,
+                      settings: SettingsDep) -> None:
+    """The page's live parts as htmx fragments."""
+    await page_stream(websocket, supervisor, renderer, settings)

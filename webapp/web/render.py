@@ -1,0 +1,67 @@
+"""HTML rendering: the page, and the fragments pushed to it over the WebSocket.
+
+Every pushed fragment carries `hx-swap-oob`, so htmx places it by id and never replaces the
+WebSocket's own element.
+"""
+
+import time
+from collections.abc import Iterable
+
+import jinja2
+
+from webapp.engine.events import Event
+from webapp.engine.workers import Worker
+
+
+def make_environment(templates_dir) -> jinja2.Environment:
+    """The Jinja2 environment for pages and partials, autoescaping everything."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["clock"] = lambda t: time.strftime("%H:%M:%S", time.localtime(t)) + (
+        f".{int(t % 1 * 1000):03d}"
+    )
+    env.filters["addr"] = lambda a: f"{a[0]}:{a[1]}" if a else "—"
+    return env
+
+
+class Renderer:
+    """Renders the page's fragments from engine objects."""
+
+    def __init__(self, env: jinja2.Environment):
+        self.env = env
+        self.card = env.get_template("partials/_worker_card.html")
+        self.row = env.get_template("partials/_event_row.html")
+        self.batch = env.get_template("partials/_batch.html")
+
+    def render_card(self, worker: Worker, *, oob: bool = False) -> str:
+        """One worker's card."""
+        return self.card.render(w=worker, oob=oob)
+
+    def render_rows(self, events: Iterable[Event]) -> str:
+        """Event-log rows, newest first."""
+        return "".join(self.row.render(e=event) for event in reversed(list(events)))
+
+    def snapshot(self, workers: Iterable[Worker], recent: Iterable[Event]) -> str:
+        """Everything the live parts of the page show, for a page that (re)connects."""
+        return self.batch.render(
+            snapshot=True,
+            cards="".join(self.render_card(w) for w in workers),
+            rows=self.render_rows(recent),
+            hidden=0,
+        )
+
+    def update(self, new: list[Worker], changed: list[Worker], removed: list[str],
+               events: list[Event], hidden: int) -> str:
+        """One batched update: new and changed cards, removed cards, the newest rows."""
+        return self.batch.render(
+            snapshot=False,
+            new_cards="".join(self.render_card(w) for w in new),
+            changed_cards="".join(self.render_card(w, oob=True) for w in changed),
+            removed=removed,
+            rows=self.render_rows(events),
+            hidden=hidden,
+        )

@@ -1,0 +1,143 @@
+"""The guard in front of every route: Host allowlist, token, Origin check, safe headers.
+
+It is plain ASGI middleware so that HTTP requests and WebSockets pass the same checks.
+"""
+
+import hmac
+import html
+import json
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs
+
+from webapp.web.settings import Settings
+
+OPEN_PATHS = ("/api/health", "/static/")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def host_name(host_header: str) -> str:
+    """The name part of a Host header: `127.0.0.1:8000` → `127.0.0.1`, `[::1]:80` → `[::1]`."""
+    if host_header.startswith("["):
+        return host_header.split("]", 1)[0] + "]"
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+class Guard:
+    """ASGI middleware enforcing the security model of DESIGN.md §4."""
+
+    def __init__(self, app, settings: Settings):
+        self.app = app
+        self.settings = settings
+        self.token = settings.token.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self.check(scope, headers)
+        if refusal is not None:
+            status, message = refusal
+            return await self.refuse(scope, receive, send, status, message)
+        if scope["type"] == "http":
+            send = self.with_headers(send)
+        return await self.app(scope, receive, send)
+
+    def check(self, scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        """None when the request may pass, else (status, reason in plain words)."""
+        host = headers.get("host", "")
+        if host_name(host).lower() not in self.settings.host_names:
+            return 400, (
+                f"The Host {host!r} is not one this dashboard answers to (a guard against "
+                "DNS rebinding): open it by its address, or start udplab with --allow-host"
+            )
+        path = scope["path"]
+        if scope["type"] == "http" and (
+            path in OPEN_PATHS or path.startswith("/static/") or self.is_login(scope)
+        ):
+            return None
+        by = self.authenticated_by(headers)
+        if by is None:
+            return 401, (
+                "This dashboard needs its token: open the URL that udplab printed when it "
+                "started (it ends in /?token=…), or send 'Authorization: Bearer <token>'"
+            )
+        origin = headers.get("origin")
+        changes_state = scope["type"] == "websocket" or scope["method"] not in SAFE_METHODS
+        if origin is not None or (changes_state and by == "cookie"):
+            expected = f"http://{host}"
+            if origin != expected:
+                return 403, (
+                    f"Refused: the request comes from origin {origin or 'none'!r}, not from "
+                    f"this dashboard ({expected}); use the dashboard's own page or a script "
+                    "with the Bearer token"
+                )
+        return None
+
+    def authenticated_by(self, headers: dict[str, str]) -> str | None:
+        """'bearer' or 'cookie' when the request carries the right token, else None."""
+        auth = headers.get("authorization", "")
+        if auth[:7].lower() == "bearer " and self.matches(auth[7:].strip()):
+            return "bearer"
+        cookie = SimpleCookie()
+        try:
+            cookie.load(headers.get("cookie", ""))
+        except Exception:  # a malformed Cookie header is simply no session
+            return None
+        morsel = cookie.get(self.settings.cookie_name)
+        if morsel is not None and self.matches(morsel.value):
+            return "cookie"
+        return None
+
+    def matches(self, candidate: str) -> bool:
+        """Constant-time comparison with the token."""
+        return hmac.compare_digest(candidate.encode(), self.token)
+
+    @staticmethod
+    def is_login(scope) -> bool:
+        """`GET /?token=…`: the page route checks the token itself and sets the cookie."""
+        if scope["path"] != "/" or scope["method"] != "GET":
+            return False
+        return "token" in parse_qs(scope.get("query_string", b"").decode("latin-1"))
+
+    def with_headers(self, send):
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        return send_with_headers
+
+    async def refuse(self, scope, receive, send, status: int, message: str):
+        """Answer a refused request: JSON for the API, a short page otherwise."""
+        if scope["type"] == "websocket":
+            # Closing before accept makes the server answer the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            return
+        if scope["path"].startswith("/api/"):
+            body = json.dumps({"error": message}).encode()
+            content_type = b"application/json"
+        else:
+            body = (
+                "<!doctype html><meta charset=utf-8><title>UDP Lab</title>"
+                f"<h1>UDP Lab</h1><p>{html.escape(message)}</p>"
+            ).encode()
+            content_type = b"text/html; charset=utf-8"
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type),
+                        (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS],
+        })
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,49 @@
+"""Settings for one app instance; tests build their own."""
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _data_dir(name: str) -> Path:
+    # Installed from a wheel, templates/ and static/ sit inside the package; in a checkout
+    # (an editable install) they are the top-level folders beside webapp/.
+    inside = PACKAGE / name
+    return inside if inside.is_dir() else PACKAGE.parent / name
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an app instance needs to know about where it runs and whom it trusts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    allowed_hosts: frozenset[str] = frozenset()  # extra Host names besides loopback and `host`
+    templates_dir: Path = field(default_factory=lambda: _data_dir("templates"))
+    static_dir: Path = field(default_factory=lambda: _data_dir("static"))
+    flush_interval: float = 0.05  # at most one WebSocket message per this many seconds
+    page_rows: int = 200  # rows the page keeps in its event log
+    rows_per_flush: int = 50  # newest rows sent per message; counters stay exact regardless
+    worker_history: int = 1000  # events kept per worker for GET /api/workers/{id}/events
+
+    @property
+    def cookie_name(self) -> str:
+        """The session cookie's name; it includes the port so two instances never mix."""
+        return f"udplab_{self.port}"
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        """Names the Host header may carry (port aside)."""
+        bound = {self.host} if self.host not in ("", "0.0.0.0", "::") else set()
+        return LOOPBACK_HOSTS | bound | self.allowed_hosts
+
+    @property
+    def base_url(self) -> str:
+        """The URL people open, without the token."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/"
