@@ -18,14 +18,13 @@ URL_LINE = "http://127.0.0.1:"
 class LiveServer:
     """`python -m webapp --port 0` with a known token; `stop()` sends SIGTERM."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, pythonpath: Path = ROOT, cwd: Path = ROOT):
         self.token = secrets.token_urlsafe(24)
         self.log = tempfile.TemporaryFile(mode="w+")
-        env = {**os.environ, "UDPLAB_TOKEN": self.token,
-               "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        env = {**os.environ, "UDPLAB_TOKEN": self.token, "PYTHONPATH": str(pythonpath)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "webapp", "--host", "127.0.0.1", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=cwd,
         )
         self.port = self._read_port(deadline=time.monotonic() + 20)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,7 +55,9 @@ class LiveServer:
         return {"Authorization": f"Bearer {self.token}"}
 
     def stderr(self) -> str:
-        """Everything the server logged so far."""
+        """Everything the server logged so far (all of it, once stopped)."""
+        if self.log.closed:
+            return self.final_log
         self.log.seek(0)
         return self.log.read()
 
@@ -69,5 +70,8 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        self.process.stdout.close()
+        if not self.log.closed:
+            self.final_log = self.stderr()
+            self.log.close()
+            self.process.stdout.close()
         return self.process.returncode

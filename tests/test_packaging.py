@@ -1,11 +1,15 @@
 """The wheel carries the templates, the CSS and the vendored htmx (git-ignored static/vendor/)."""
 
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,3 +41,23 @@ def test_wheel_contains_templates_and_static(tmp_path):
     assert not missing, f"missing from {wheels[0].name}: {missing}"
     # nothing from the build or test machinery leaks in
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "node_modules/"))]
+
+    # Installed without -e (the wheel unpacked, first on the path, away from the checkout),
+    # the app still finds its templates and static files and serves the page.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheels[0]).extractall(site)
+    where = subprocess.run(
+        [sys.executable, "-c", "import webapp; print(webapp.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=30,
+    )
+    assert where.stdout.strip() == str(site / "webapp" / "__init__.py")
+    server = LiveServer(pythonpath=site, cwd=tmp_path)
+    try:
+        page = httpx.get(f"{server.url}/", headers=server.auth, timeout=5)
+        assert page.status_code == 200 and "hx-ws:connect" in page.text
+        for path in ("/static/udplab.css", "/static/vendor/htmx.min.js",
+                     "/static/vendor/hx-ws.min.js"):
+            assert httpx.get(f"{server.url}{path}", timeout=5).status_code == 200, path
+    finally:
+        assert server.stop() == 0, server.stderr()

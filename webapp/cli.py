@@ -12,6 +12,7 @@ import sys
 
 import uvicorn
 
+from webapp.engine.interfaces import ipv4_addresses
 from webapp.web import Settings, create_app
 
 TOKEN_IN_URL = re.compile(r"token=[^&\s]*")
@@ -53,6 +54,14 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def own_addresses(host: str) -> frozenset[str]:
+    """Bound to every interface, the dashboard answers to this machine's own addresses too
+    (a rebinding attack needs a name, never one of our addresses)."""
+    if host not in ("0.0.0.0", "", "::"):
+        return frozenset()
+    return frozenset(address for _, address in ipv4_addresses())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the dashboard until Ctrl+C or SIGTERM."""
     args = parse_args(argv)
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=port,
         token=os.environ.get("UDPLAB_TOKEN") or secrets.token_urlsafe(32),
-        allowed_hosts=frozenset(h.lower() for h in args.allow_host),
+        allowed_hosts=frozenset(h.lower() for h in args.allow_host) | own_addresses(args.host),
     )
     app = create_app(settings)
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 
 import jinja2
+from markupsafe import Markup
 
 from webapp.engine.events import Event
 from webapp.engine.workers import Worker
@@ -37,13 +38,15 @@ class Renderer:
         self.row = env.get_template("partials/_event_row.html")
         self.batch = env.get_template("partials/_batch.html")
 
-    def render_card(self, worker: Worker, *, oob: bool = False) -> str:
+    # Both return Markup: the HTML is escaped already (autoescape), so `{{ rows }}` in a page
+    # must not escape it a second time.
+    def render_card(self, worker: Worker, *, oob: bool = False) -> Markup:
         """One worker's card."""
-        return self.card.render(w=worker, oob=oob)
+        return Markup(self.card.render(w=worker, oob=oob))
 
-    def render_rows(self, events: Iterable[Event]) -> str:
+    def render_rows(self, events: Iterable[Event]) -> Markup:
         """Event-log rows, newest first."""
-        return "".join(self.row.render(e=event) for event in reversed(list(events)))
+        return Markup("".join(self.row.render(e=event) for event in reversed(list(events))))
 
     def snapshot(self, workers: Iterable[Worker], recent: Iterable[Event]) -> str:
         """Everything the live parts of the page show, for a page that (re)connects."""

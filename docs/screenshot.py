@@ -1,0 +1,44 @@
+"""Makes docs/screenshot.png for the README: a real UDP Lab running the book's listing 2-2.
+
+Run it with `.venv/bin/python docs/screenshot.py` after `make test-setup`.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.live import LiveServer  # noqa: E402
+
+
+def main() -> None:
+    server = LiveServer()
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.goto(f"{server.url}/?token={server.token}")
+            page.wait_for_selector("#conn-status.live")
+            api = httpx.Client(base_url=server.url, headers=server.auth, timeout=5)
+            port = api.post("/api/workers", json={
+                "kind": "server", "name": "book-server", "port": 0,
+                "drop_rate": 0.5, "seed": 3}).json()["local"][1]
+            api.post("/api/workers", json={
+                "kind": "client", "name": "careful", "port": port, "mode": "connected",
+                "count": 3, "interval": 0.2})
+            time.sleep(2.5)
+            page.locator("#client-form input[name=port]").fill(str(port))
+            page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+            browser.close()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
