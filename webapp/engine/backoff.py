@@ -16,10 +16,13 @@ class Backoff:
     factor: float = 2.0
     give_up_after: float = 2.0
 
-    def delays(self) -> list[float]:
-        """Every wait this backoff allows, in order (the book's: 0.1, 0.2, 0.4, 0.8, 1.6)."""
+    def delays(self, limit: int = 100) -> list[float]:
+        """Every wait this backoff allows, in order (the book's: 0.1, 0.2, 0.4, 0.8, 1.6).
+
+        At most `limit` of them: with a factor of 1 the waits never pass `give_up_after`.
+        """
         out, delay = [], self.initial
-        while delay <= self.give_up_after:
+        while delay <= self.give_up_after and len(out) < limit:
             out.append(delay)
             delay *= self.factor
         return out

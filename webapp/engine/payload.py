@@ -9,7 +9,10 @@ def show(data: bytes, limit: int = 200) -> str:
     Never raises, whatever the bytes; long payloads are cut at `limit` characters with `…`.
     """
     text = data[: limit * 4].decode("utf-8", errors="backslashreplace")
-    return text if len(text) <= limit else text[:limit] + "…"
+    # `len(data)` too: 201 four-byte characters fill the first `limit * 4` bytes exactly
+    if len(text) <= limit and len(data) <= limit * 4:
+        return text
+    return text[:limit] + "…"
 
 
 def time_message(now: datetime | None = None) -> str:

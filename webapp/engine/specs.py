@@ -42,7 +42,10 @@ def _host(field: str, value: Any) -> str:
 
 def _port(field: str, value: Any) -> int | str:
     if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+        try:
+            value = int(value.strip())
+        except ValueError:  # a digit int() refuses ('²'), or more than 4300 digits
+            pass
     if isinstance(value, int) and not isinstance(value, bool):
         if 0 <= value <= 65535:
             return value
@@ -67,6 +70,8 @@ def _number(lo: float, hi: float, *, integer: bool = False) -> Callable[[str, An
             except ValueError:
                 value = None
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and isinstance(value, int) and not lo <= value <= hi:
+            ok = False  # before any float(): an int past 1e308 raises OverflowError there
         if integer:
             ok = ok and float(value).is_integer()
         if not ok or not math.isfinite(value) or not lo <= value <= hi:

@@ -1,0 +1,31 @@
+"""The engine is web-free: importing all of it loads no web library."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CHECK = """
+import importlib, pkgutil, sys
+import webapp.engine
+modules = ["webapp.engine"]
+for info in pkgutil.walk_packages(webapp.engine.__path__, "webapp.engine."):
+    importlib.import_module(info.name)
+    modules.append(info.name)
+web = sorted(name for name in sys.modules
+             if name.split(".")[0] in {"fastapi", "starlette", "jinja2", "pydantic", "uvicorn"})
+print(len(modules), ",".join(web))
+"""
+
+
+def test_engine_imports_no_web_library():
+    # a fresh interpreter: this test process may well have imported FastAPI already
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK], cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    count, _, web = result.stdout.strip().partition(" ")
+    assert int(count) >= 10  # it did import every module, workers included
+    assert web == "", f"the engine imported {web}"
