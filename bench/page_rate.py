@@ -8,6 +8,7 @@ match the API's. Prints a table. Run: `.venv/bin/python bench/page_rate.py` (aft
 
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,10 +16,10 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from tests.live import LiveServer  # noqa: E402
+from live import start_server, stop_and_check  # noqa: E402
 
 RATES = (1_000, 10_000, 50_000)
 SECONDS = 2.0
@@ -39,17 +40,17 @@ def send_paced(address: tuple[str, int], rate: int, seconds: float) -> int:
 
 
 def main() -> None:
-    server = LiveServer()
+    server = start_server(Path(tempfile.mkdtemp(prefix="udplab-")))
     rows = []
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             started = time.perf_counter()
-            page.goto(f"{server.url}/?token={server.token}")
+            page.goto(f"{server.base}/?token={server.token}")
             page.wait_for_selector("#conn-status.live")
             load_ms = (time.perf_counter() - started) * 1000
-            api = httpx.Client(base_url=server.url, headers=server.auth, timeout=5)
+            api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=5)
             for rate in RATES:
                 name = f"rate-{rate}"
                 local = api.post("/api/workers", json={
@@ -71,7 +72,7 @@ def main() -> None:
                 api.delete(f"/api/workers/{name}")
             browser.close()
     finally:
-        server.stop()
+        stop_and_check(server)
     print(f"page load (goto to live snapshot): {load_ms:.0f} ms")
     print(f"{'target/s':>9} {'sent':>7} {'sent/s':>8} {'received':>9} {'page exact after':>17}")
     for rate, sent, achieved, received, lag in rows:

@@ -4,6 +4,7 @@ Run it with `.venv/bin/python docs/screenshot.py` after `make test-setup`.
 """
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,21 +12,21 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from tests.live import LiveServer  # noqa: E402
+from live import start_server, stop_and_check  # noqa: E402
 
 
 def main() -> None:
-    server = LiveServer()
+    server = start_server(Path(tempfile.mkdtemp(prefix="udplab-")))
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 860})
-            page.goto(f"{server.url}/?token={server.token}")
+            page.goto(f"{server.base}/?token={server.token}")
             page.wait_for_selector("#conn-status.live")
-            api = httpx.Client(base_url=server.url, headers=server.auth, timeout=5)
+            api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=5)
             port = api.post("/api/workers", json={
                 "kind": "server", "name": "book-server", "port": 0,
                 "drop_rate": 0.5, "seed": 3}).json()["local"][1]
@@ -37,7 +38,7 @@ def main() -> None:
             page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
             browser.close()
     finally:
-        server.stop()
+        stop_and_check(server)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,14 @@ def pytest_runtest_makereport(item, call):
 
 # --- fixtures ------------------------------------------------------------------------
 
-from tests.live import LiveServer  # noqa: E402
+pytest.register_assert_rewrite("live")
+
+from live import LiveServer, start_server, stop_and_check  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def live_server():
-    """One real UDP Lab (uvicorn on a free port) shared by the tests that need it."""
-    server = LiveServer()
+def live(tmp_path_factory) -> LiveServer:
+    """One real UDP Lab (uvicorn on a free port) shared by the tests that need no fresh app."""
+    server = start_server(tmp_path_factory.mktemp("udplab-session"))
     yield server
-    assert server.stop() == 0, server.stderr()
+    stop_and_check(server)

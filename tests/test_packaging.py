@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live import LiveServer
+from live import start_server, stop_and_check
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,12 +52,12 @@ def test_wheel_contains_templates_and_static(tmp_path):
         capture_output=True, text=True, timeout=30,
     )
     assert where.stdout.strip() == str(site / "webapp" / "__init__.py")
-    server = LiveServer(pythonpath=site, cwd=tmp_path)
+    server = start_server(tmp_path / "run", pythonpath=site, cwd=tmp_path)
     try:
-        page = httpx.get(f"{server.url}/", headers=server.auth, timeout=5)
+        page = httpx.get(f"{server.base}/", headers=server.bearer, timeout=5)
         assert page.status_code == 200 and "hx-ws:connect" in page.text
         for path in ("/static/udplab.css", "/static/vendor/htmx.min.js",
                      "/static/vendor/hx-ws.min.js"):
-            assert httpx.get(f"{server.url}{path}", timeout=5).status_code == 200, path
+            assert httpx.get(f"{server.base}{path}", timeout=5).status_code == 200, path
     finally:
-        assert server.stop() == 0, server.stderr()
+        stop_and_check(server)

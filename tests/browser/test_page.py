@@ -15,19 +15,19 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_token_login_sets_cookie_and_hides_token(page, live_server):
-    page.goto(f"{live_server.url}/?token={live_server.token}")
-    assert page.url == f"{live_server.url}/"
+def test_token_login_sets_cookie_and_hides_token(page, live):
+    page.goto(f"{live.base}/?token={live.token}")
+    assert page.url == f"{live.base}/"
     cookies = {c["name"]: c for c in page.context.cookies()}
-    cookie = cookies[f"udplab_{live_server.port}"]
+    cookie = cookies[f"udplab_{live.port}"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     expect(page.locator("#conn-status")).to_have_text("live")
     assert page.console_errors == []
 
 
-def test_server_and_client_from_the_forms(page, live_server):
+def test_server_and_client_from_the_forms(page, live):
     port = free_udp_port()
-    page.goto(f"{live_server.url}/?token={live_server.token}")
+    page.goto(f"{live.base}/?token={live.token}")
     expect(page.locator("#conn-status")).to_have_text("live")
 
     server = page.locator("#server-form")
@@ -55,8 +55,8 @@ def test_server_and_client_from_the_forms(page, live_server):
     assert page.console_errors == []
 
 
-def test_form_error_shows_next_to_the_form(page, live_server):
-    page.goto(f"{live_server.url}/?token={live_server.token}")
+def test_form_error_shows_next_to_the_form(page, live):
+    page.goto(f"{live.base}/?token={live.token}")
     expect(page.locator("#conn-status")).to_have_text("live")
     server = page.locator("#server-form")
     server.locator("input[name=port]").fill("no-such-service")
@@ -65,13 +65,13 @@ def test_form_error_shows_next_to_the_form(page, live_server):
         "Unknown service name 'no-such-service'")
 
 
-def test_counters_stay_exact_under_a_burst(page, live_server):
+def test_counters_stay_exact_under_a_burst(page, live):
     """A burst far faster than the page lists rows: the card's counter still ends exact."""
     import httpx
 
-    page.goto(f"{live_server.url}/?token={live_server.token}")
+    page.goto(f"{live.base}/?token={live.token}")
     expect(page.locator("#conn-status")).to_have_text("live")
-    api = httpx.Client(base_url=live_server.url, headers=live_server.auth, timeout=5)
+    api = httpx.Client(base_url=live.base, headers=live.bearer, timeout=5)
     worker = api.post("/api/workers", json={
         "kind": "server", "name": "burst", "port": 0, "reply": "none"}).json()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
@@ -95,8 +95,8 @@ def test_counters_stay_exact_under_a_burst(page, live_server):
     assert page.console_errors == []
 
 
-def test_api_docs_page_renders_under_the_csp(page, live_server):
-    page.goto(f"{live_server.url}/?token={live_server.token}")
-    page.goto(f"{live_server.url}/docs")
+def test_api_docs_page_renders_under_the_csp(page, live):
+    page.goto(f"{live.base}/?token={live.token}")
+    page.goto(f"{live.base}/docs")
     expect(page.locator("#swagger-ui")).to_contain_text("/api/workers")
     assert page.console_errors == []
