@@ -153,7 +153,7 @@ def test_events_are_frozen_and_serialise():
         "type": "reply", "seq": 1, "time": 1.5, "worker": "client-1",
         "message": "The server ('127.0.0.1', 1060) replied 'x'",
         "local": ("0.0.0.0", 40000), "peer": ("127.0.0.1", 1060), "size": 1, "text": "x",
-        "expected": True,
+        "expected": True, "stale": False,
     }
     assert Error(seq=2, time=0, worker="w", message="m", error="e").to_dict()["errno"] is None
     assert Stopped.type == "stopped"

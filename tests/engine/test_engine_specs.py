@@ -31,7 +31,8 @@ def test_server_defaults():
     assert spec.name is None
     assert spec.to_dict() == {
         "kind": "server", "name": None, "host": "127.0.0.1", "port": 1060,
-        "reply": "length", "drop_rate": 0.0, "seed": None,
+        "reply": "length", "drop_rate": 0.0, "seed": None, "delay": 0.0, "duplicate": False,
+        "rcvbuf": None,
     }
 
 
@@ -186,11 +187,11 @@ def test_bad_reply():
     assert "length, echo, none" in error.message
 
 
-@pytest.mark.parametrize("name", ["Has Space", "UPPER", "-dash-first", "x" * 33, 5, "é"])
+@pytest.mark.parametrize("name", ["Has Space", "UPPER", "-dash-first", "x" * 49, 5, "é"])
 def test_bad_name(name):
     error = bad({"kind": "server", "name": name})
     assert error.field == "name"
-    assert "32 lower-case letters" in error.message
+    assert "48 lower-case letters" in error.message
 
 
 @pytest.mark.parametrize("host", ["", "   "])

@@ -201,7 +201,8 @@ async def test_promiscuous_client_gets_the_books_reply():
         assert reply.expected is True
         assert stopped.state == "finished"
         assert client.counters == {"sent": 1, "replies": 1, "timeouts": 0, "retries": 0,
-                                   "gave_up": 0, "errors": 0}
+                                   "gave_up": 0, "rejected": 0, "unexpected": 0, "stale": 0,
+                                   "errors": 0}
         assert client.sock is None  # a finished client closes its socket
 
         await until(lambda: server.counters["replied"] == 1, "the server's reply")
@@ -214,7 +215,8 @@ async def test_promiscuous_client_gets_the_books_reply():
         assert received.size == size
         assert answered.text == reply.text
         assert server.counters == {"received": 1, "dropped": 0, "replied": 1, "bytes_in": size,
-                                   "bytes_out": len(reply.text), "errors": 0}
+                                   "bytes_out": len(reply.text), "waiting": 0,
+                                   "kernel_drops": 0, "errors": 0}
         # every event went through the bus, numbered in order
         seqs = [event.seq for event in sup.bus.recent]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -278,7 +280,8 @@ async def test_silent_server_makes_the_client_give_up_on_schedule():
         assert gave_up.message == "I think the server is down"
         assert gave_up.attempts == 3
         assert client.counters == {"sent": 3, "replies": 0, "timeouts": 3, "retries": 2,
-                                   "gave_up": 1, "errors": 0}
+                                   "gave_up": 1, "rejected": 0, "unexpected": 0, "stale": 0,
+                                   "errors": 0}
         assert client.state == "finished"
         # each wait really lasted its delay
         assert took >= sum(expected) - 0.005
@@ -359,7 +362,7 @@ async def test_stop_before_the_worker_ran_at_all():
         await sup.stop(server.id)  # its task never got a turn
         assert server.state == "stopped"
         assert server.sock is None
-        assert types(server) == ["stopped"]
+        assert types(server) == ["listening", "stopped"]  # bound in start(), then stopped
 
 
 async def test_remove_forgets_the_worker():
@@ -473,8 +476,8 @@ async def test_a_crashing_worker_fails_alone(monkeypatch):
         await ended(broken)
         assert broken.state == "failed"
         assert broken.sock is None
-        assert types(broken) == ["error", "stopped"]
-        error, stopped = broken.history
+        assert types(broken) == ["listening", "error", "stopped"]
+        _, error, stopped = broken.history
         assert "planted bug" in error.message
         assert error.message.startswith("The worker failed")
         assert "RuntimeError" in error.error

@@ -78,10 +78,64 @@ class Sent(DatagramEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply(DatagramEvent):
-    """A client accepted a reply; `expected` is False when it came from another address."""
+    """A client accepted a reply; `expected` is False when it came from another address, and
+    `stale` is True when it repeats an earlier request (a late or duplicated answer)."""
 
     type: ClassVar[str] = "reply"
     expected: bool
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejected(DatagramEvent):
+    """A careful client refused a datagram; `reason` says why."""
+
+    type: ClassVar[str] = "rejected"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Paused(Event):
+    """A server stopped reading: datagrams now wait in the kernel (the book's Ctrl+Z)."""
+
+    type: ClassVar[str] = "paused"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resumed(Event):
+    """A paused server reads again, starting with what waited."""
+
+    type: ClassVar[str] = "resumed"
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Queued(Event):
+    """While a server is paused: how many datagrams wait in its kernel queue."""
+
+    type: ClassVar[str] = "queued"
+    waiting: int
+    queued_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamReport(Event):
+    """A receiver's figures for one stream: received, lost, duplicated, reordered, jitter."""
+
+    type: ClassVar[str] = "stream"
+    peer: Address
+    stream: int
+    stats: dict
+    kernel_drops: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress(Event):
+    """A sender's progress through a stream."""
+
+    type: ClassVar[str] = "progress"
+    sent: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

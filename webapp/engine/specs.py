@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 from webapp.engine.backoff import Backoff
 from webapp.engine.errors import BadSpec
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+CLIENT_MODES = ("promiscuous", "check-address", "connected", "request-id")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 _SERVICE = re.compile(r"[A-Za-z][A-Za-z0-9._+-]{0,31}")
 _MAX_MESSAGE = 65507  # the largest UDP payload over IPv4
 
@@ -23,7 +24,7 @@ def _name(field: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise BadSpec(
-            f"The {field} {value!r} is not usable: use up to 32 lower-case letters, digits, "
+            f"The {field} {value!r} is not usable: use up to 48 lower-case letters, digits, "
             "'-' or '_', starting with a letter or digit",
             field=field,
         )
@@ -100,6 +101,15 @@ def _choice(*options: str) -> Callable[[str, Any], str]:
     return check
 
 
+def _flag(field: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "on", "yes", "1", "false", "off",
+                                                     "no", "0"):
+        return value.lower() in ("true", "on", "yes", "1")
+    raise BadSpec(f"The {field} must be true or false, not {value!r}", field=field)
+
+
 def _message(field: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -109,6 +119,9 @@ def _message(field: str, value: Any) -> str | None:
             field=field,
         )
     return value
+
+
+_SEED = _optional(_number(-(2**63), 2**63 - 1, integer=True))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,11 +168,17 @@ class ServerSpec(Spec):
         "port": _port,
         "reply": _choice("length", "echo", "none"),
         "drop_rate": _number(0, 1),
-        "seed": _optional(_number(-(2**63), 2**63 - 1, integer=True)),
+        "seed": _SEED,
+        "delay": _number(0, 60),
+        "duplicate": _flag,
+        "rcvbuf": _optional(_number(1, 64 * 1024 * 1024, integer=True)),
     }
     reply: str = "length"
     drop_rate: float = 0.0
     seed: int | None = None
+    delay: float = 0.0  # answer this many seconds late (the duplicate-reply trap)
+    duplicate: bool = False  # answer every request twice
+    rcvbuf: int | None = None  # SO_RCVBUF in bytes (the kernel doubles it); small = real drops
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,13 +190,17 @@ class ClientSpec(Spec):
         "name": _name,
         "host": _host,
         "port": _port,
-        "mode": _choice("promiscuous", "connected"),
+        "mode": _choice(*CLIENT_MODES),
         "message": _message,
         "count": _number(1, 1_000_000, integer=True),
         "interval": _number(0, 3600),
         "timeout": _number(0.001, 60),
         "backoff": _number(1, 10),
         "give_up_after": _number(0.001, 3600),
+        "daemon": _flag,
+        "jitter": _number(0, 1),
+        "adaptive": _flag,
+        "seed": _SEED,
     }
     mode: str = "promiscuous"
     message: str | None = None  # None: the book's `The time is …`, fresh for each request
@@ -186,6 +209,10 @@ class ClientSpec(Spec):
     timeout: float = 0.1
     backoff: float = 2.0
     give_up_after: float = 2.0
+    daemon: bool = False  # retry forever, the wait capped at give_up_after
+    jitter: float = 0.0  # spread each wait by up to this fraction
+    adaptive: bool = False  # learn the first wait from recent round trips
+    seed: int | None = None  # for the request IDs' and the jitter's random numbers
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -197,10 +224,60 @@ class ClientSpec(Spec):
     @property
     def schedule(self) -> Backoff:
         """The retry timing this client uses."""
-        return Backoff(self.timeout, self.backoff, self.give_up_after)
+        return Backoff(self.timeout, self.backoff, self.give_up_after, self.daemon, self.jitter)
 
 
-KINDS: dict[str, type[Spec]] = {cls.kind: cls for cls in (ServerSpec, ClientSpec)}
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpooferSpec(Spec):
+    """An impostor: sends `message` to an address, or to a client worker named by `target`."""
+
+    kind: ClassVar[str] = "spoofer"
+    rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "name": _name,
+        "host": _host,
+        "port": _port,
+        "target": _name,
+        "message": _message,
+        "count": _number(1, 10_000, integer=True),
+        "interval": _number(0, 3600),
+        "forge": _flag,
+    }
+    target: str | None = None  # a client worker: send to its address, and forge its server's
+    message: str | None = "FAKE"
+    count: int = 1
+    interval: float = 0.1
+    forge: bool = False  # raw socket with the server's address as source (needs CAP_NET_RAW)
+
+    def __post_init__(self) -> None:
+        if self.forge and not self.target:
+            raise BadSpec(
+                "Forging needs a target client: its server's address is the lie the forged "
+                "datagram tells. Name the client in 'target'",
+                field="target",
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSpec(Spec):
+    """A stream like iperf's UDP mode: `count` datagrams of `size` bytes at `rate` per second."""
+
+    kind: ClassVar[str] = "stream"
+    rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "name": _name,
+        "host": _host,
+        "port": _port,
+        "count": _number(1, 10_000_000, integer=True),
+        "size": _number(28, _MAX_MESSAGE, integer=True),
+        "rate": _number(1, 1_000_000),
+    }
+    count: int = 1000
+    size: int = 100  # bytes per datagram, the 28-byte stream header included
+    rate: float = 1000.0  # datagrams per second
+
+
+KINDS: dict[str, type[Spec]] = {
+    cls.kind: cls for cls in (ServerSpec, ClientSpec, SpooferSpec, StreamSpec)
+}
 
 
 def parse_spec(raw: Any) -> Spec:

@@ -10,10 +10,10 @@ import time
 from typing import Any
 
 from webapp.engine.bus import EventBus
-from webapp.engine.errors import Conflict, UnknownWorker
-from webapp.engine.events import Error, Event, Removed, Stopped
-from webapp.engine.specs import parse_spec
-from webapp.engine.udp import resolve
+from webapp.engine.errors import BadSpec, Conflict, UnknownWorker
+from webapp.engine.events import Address, Error, Event, Removed, Stopped
+from webapp.engine.specs import SpooferSpec, parse_spec
+from webapp.engine.udp import Target, resolve
 from webapp.engine.workers import WORKER_CLASSES, Worker
 
 
@@ -26,6 +26,7 @@ class Supervisor:
         self.workers: dict[str, Worker] = {}
         self._numbers = itertools.count(1)
         self._group: asyncio.TaskGroup | None = None
+        self._spawned: set[asyncio.Task] = set()
 
     async def __aenter__(self) -> "Supervisor":
         self._group = asyncio.TaskGroup()
@@ -33,6 +34,8 @@ class Supervisor:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        for task in self._spawned:
+            task.cancel()
         await self.stop_all()
         group, self._group = self._group, None
         await group.__aexit__(*exc_info)
@@ -51,14 +54,52 @@ class Supervisor:
                 "or stop and remove that one first",
                 field="name",
             )
-        target = await resolve(spec.host, spec.port, passive=spec.kind == "server")
+        source = None
+        if isinstance(spec, SpooferSpec) and spec.target:
+            target, source = self._victim(spec.target)
+        else:
+            target = await resolve(spec.host, spec.port, passive=spec.kind == "server")
         worker = WORKER_CLASSES[spec.kind](worker_id, spec, target, self.bus,
                                            history=self.history)
+        worker.source = source
         worker.open()
         worker.state = "running"
         self.workers[worker_id] = worker
         worker.task = self._group.create_task(self._run(worker), name=f"worker {worker_id}")
         return worker
+
+    def spawn(self, coro, *, name: str) -> asyncio.Task:
+        """Run a coroutine that drives workers (an experiment) under this supervisor."""
+        if self._group is None:
+            raise RuntimeError("use the supervisor inside 'async with'")
+        task = self._group.create_task(self._guard(coro, name), name=name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
+
+    async def _guard(self, coro, name: str) -> None:
+        # A failing experiment must not take the task group, and so every worker, down.
+        try:
+            await coro
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            self.bus.publish(Error(seq=self.bus.next_seq(), time=time.time(), worker=name,
+                                   message=f"The {name} failed: {exc}", error=repr(exc)))
+
+    def _victim(self, client_id: str) -> tuple[Target, Address]:
+        """Where to send an impostor's datagram for a client worker, and whom to pretend to be."""
+        client = self.workers.get(client_id)
+        if client is None or client.kind != "client":
+            raise BadSpec(f"There is no client worker {client_id!r} to target: start the "
+                          "client first, or give host and port instead", field="target")
+        if client.local is None or not client.alive:
+            raise Conflict(f"Client {client_id} has no address to aim at yet (it has not "
+                           "sent anything, or it has ended): start it, then the impostor",
+                           field="target")
+        host, port = client.local
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return Target(client.target.family, (host, port), client_id), client.server
 
     async def _run(self, worker: Worker) -> None:
         state = "failed"
@@ -89,6 +130,21 @@ class Supervisor:
                 f"There is no worker {worker_id!r}: list them with GET /api/workers"
             ) from None
 
+    def pause(self, worker_id: str) -> Worker:
+        """Pause a server: it stops reading and datagrams queue in the kernel."""
+        return self._server(worker_id, "pause")
+
+    def resume(self, worker_id: str) -> Worker:
+        """Resume a paused server."""
+        return self._server(worker_id, "resume")
+
+    def _server(self, worker_id: str, action: str) -> Worker:
+        worker = self.get(worker_id)
+        if worker.kind != "server":
+            raise Conflict(f"Only servers can {action}; {worker_id} is a {worker.kind}")
+        getattr(worker, action)()
+        return worker
+
     async def stop(self, worker_id: str) -> Worker:
         """Stop a worker (cancel its task, close its socket) and return it; idempotent."""
         worker = self.get(worker_id)
@@ -105,6 +161,13 @@ class Supervisor:
         del self.workers[worker_id]
         worker.emit(Removed, f"{worker.kind.capitalize()} {worker_id} removed")
         return worker
+
+    async def remove_ended(self) -> list[str]:
+        """Forget every worker that has ended; their ids."""
+        ended = [w.id for w in self.workers.values() if not w.alive]
+        for worker_id in ended:
+            await self.remove(worker_id)
+        return ended
 
     async def stop_all(self) -> None:
         """Stop every worker."""

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Request, WebSocket
 
 from webapp.engine import BadSpec
-from webapp.web.deps import SettingsDep, SupervisorDep
+from webapp.web.deps import ExperimentsDep, SettingsDep, SupervisorDep
 from webapp.web.stream import json_stream
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -16,7 +16,8 @@ SPEC_SCHEMA = {
         "required": True,
         "content": {"application/json": {
             "schema": {"type": "object", "required": ["kind"], "properties": {
-                "kind": {"type": "string", "enum": ["server", "client"]},
+                "kind": {"type": "string",
+                         "enum": ["server", "client", "spoofer", "stream"]},
                 "name": {"type": "string", "description": "optional id for the worker"},
                 "host": {"type": "string", "default": "127.0.0.1"},
                 "port": {"oneOf": [{"type": "integer"}, {"type": "string"}], "default": 1060,
@@ -24,7 +25,20 @@ SPEC_SCHEMA = {
                 "reply": {"type": "string", "enum": ["length", "echo", "none"]},
                 "drop_rate": {"type": "number", "minimum": 0, "maximum": 1},
                 "seed": {"type": "integer"},
-                "mode": {"type": "string", "enum": ["promiscuous", "connected"]},
+                "delay": {"type": "number", "description": "server: answer this late (s)"},
+                "duplicate": {"type": "boolean", "description": "server: answer twice"},
+                "rcvbuf": {"type": "integer", "description": "server: SO_RCVBUF bytes"},
+                "mode": {"type": "string", "enum": ["promiscuous", "check-address",
+                                                    "connected", "request-id"]},
+                "daemon": {"type": "boolean", "description": "client: retry forever"},
+                "jitter": {"type": "number", "minimum": 0, "maximum": 1},
+                "adaptive": {"type": "boolean",
+                             "description": "client: first wait from recent round trips"},
+                "target": {"type": "string", "description": "spoofer: a client worker"},
+                "forge": {"type": "boolean",
+                          "description": "spoofer: forge the server's address (raw socket)"},
+                "size": {"type": "integer", "description": "stream: bytes per datagram"},
+                "rate": {"type": "number", "description": "stream: datagrams per second"},
                 "message": {"type": "string"},
                 "count": {"type": "integer", "minimum": 1},
                 "interval": {"type": "number"},
@@ -56,15 +70,20 @@ async def list_workers(supervisor: SupervisorDep) -> dict[str, list[dict[str, An
 @router.post("/workers", status_code=201, openapi_extra=SPEC_SCHEMA)
 async def start_worker(request: Request, supervisor: SupervisorDep) -> dict[str, Any]:
     """Start a worker from a spec; 422 names a bad field, 409 a taken address or name."""
+    worker = await supervisor.start(await _json_body(request))
+    return worker.to_dict()
+
+
+async def _json_body(request: Request, default: Any = None) -> Any:
     body = await request.body()
+    if not body.strip() and default is not None:
+        return default
     try:
-        raw = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadSpec(
             "The body must be a JSON object such as {\"kind\": \"server\", \"port\": 1060}"
         ) from None
-    worker = await supervisor.start(raw)
-    return worker.to_dict()
 
 
 @router.get("/workers/{worker_id}")
@@ -77,6 +96,49 @@ async def get_worker(worker_id: str, supervisor: SupervisorDep) -> dict[str, Any
 async def stop_worker(worker_id: str, supervisor: SupervisorDep) -> dict[str, Any]:
     """Stop a worker: its task ends and its socket closes. It stays listed, `stopped`."""
     return (await supervisor.stop(worker_id)).to_dict()
+
+
+@router.post("/workers/{worker_id}/pause")
+async def pause_worker(worker_id: str, supervisor: SupervisorDep) -> dict[str, Any]:
+    """Pause a server (the book's Ctrl+Z): it stops reading; datagrams queue in the kernel."""
+    return supervisor.pause(worker_id).to_dict()
+
+
+@router.post("/workers/{worker_id}/resume")
+async def resume_worker(worker_id: str, supervisor: SupervisorDep) -> dict[str, Any]:
+    """Resume a paused server: it reads what waited and answers clients that may be gone."""
+    return supervisor.resume(worker_id).to_dict()
+
+
+@router.get("/experiments")
+async def list_experiments(experiments: ExperimentsDep) -> dict[str, list]:
+    """Every impostor experiment run so far, with its verdicts."""
+    return {"experiments": [experiments.to_dict(r) for r in experiments.runs.values()]}
+
+
+@router.post("/experiments/impostor", status_code=201)
+async def impostor(request: Request, experiments: ExperimentsDep) -> dict[str, Any]:
+    """The four client modes side by side under one impostor: who is fooled?
+
+    Body (optional): `{"forge": true}` forges the server's address (needs CAP_NET_RAW),
+    `{"message": "FAKE"}` sets what the impostor says.
+    """
+    raw = await _json_body(request, default={})
+    if not isinstance(raw, dict) or set(raw) - {"forge", "message"}:
+        raise BadSpec("The body may only have 'forge' (true or false) and 'message' (text)")
+    forge, message = raw.get("forge", False), raw.get("message", "FAKE")
+    if not isinstance(forge, bool):
+        raise BadSpec("'forge' must be true or false", field="forge")
+    if not isinstance(message, str) or not 0 < len(message.encode()) <= 1000:
+        raise BadSpec("'message' must be text of 1 to 1000 bytes", field="message")
+    run = await experiments.impostor(forge=forge, message=message)
+    return experiments.to_dict(run)
+
+
+@router.get("/experiments/{run_id}")
+async def get_experiment(run_id: str, experiments: ExperimentsDep) -> dict[str, Any]:
+    """One experiment and who was fooled."""
+    return experiments.to_dict(experiments.get(run_id))
 
 
 @router.get("/workers/{worker_id}/events")

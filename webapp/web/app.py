@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from webapp import __version__
 from webapp.engine import EngineError, Supervisor
+from webapp.engine.experiments import Experiments
 from webapp.web import api, pages
 from webapp.web.render import Renderer, make_environment
 from webapp.web.security import Guard
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         async with Supervisor(history=settings.worker_history) as supervisor:
             app.state.supervisor = supervisor
+            app.state.experiments = Experiments(supervisor)
             yield
 
     app = FastAPI(

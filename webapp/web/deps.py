@@ -6,12 +6,17 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from webapp.engine import Supervisor
+from webapp.engine.experiments import Experiments
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
 
 def _supervisor(conn: HTTPConnection) -> Supervisor:
     return conn.app.state.supervisor
+
+
+def _experiments(conn: HTTPConnection) -> Experiments:
+    return conn.app.state.experiments
 
 
 def _renderer(conn: HTTPConnection) -> Renderer:
@@ -23,5 +28,6 @@ def _settings(conn: HTTPConnection) -> Settings:
 
 
 SupervisorDep = Annotated[Supervisor, Depends(_supervisor)]
+ExperimentsDep = Annotated[Experiments, Depends(_experiments)]
 RendererDep = Annotated[Renderer, Depends(_renderer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -10,13 +10,22 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from webapp.engine import EngineError
 from webapp.engine.interfaces import host_choices
-from webapp.web.deps import RendererDep, SettingsDep, SupervisorDep
+from webapp.engine.forge import can_forge
+from webapp.web.deps import ExperimentsDep, RendererDep, SettingsDep, SupervisorDep
 from webapp.web.stream import page_stream
 
 router = APIRouter(include_in_schema=False)
 
 
-def page(supervisor, renderer, settings, *, status: int = 200,
+CLIENT_MODE_LABELS = [
+    ("promiscuous", "promiscuous (sendto/recvfrom, any reply)"),
+    ("check-address", "check-address (refuse other sources)"),
+    ("connected", "connected (connect, send/recv)"),
+    ("request-id", "request-id (random ID in each request)"),
+]
+
+
+def page(supervisor, renderer, settings, experiments, *, status: int = 200,
          errors: dict[str, str] | None = None, values: dict[str, Any] | None = None
          ) -> HTMLResponse:
     """The whole dashboard, with a form's error next to it when there is one."""
@@ -25,6 +34,9 @@ def page(supervisor, renderer, settings, *, status: int = 200,
         workers=list(supervisor.workers.values()),
         rows=renderer.render_rows(recent),
         render_card=renderer.render_card,
+        experiments_html=renderer.render_experiments(experiments),
+        modes=CLIENT_MODE_LABELS,
+        can_forge=can_forge(),
         hosts=host_choices(),
         errors=errors or {},
         values=values or {},
@@ -35,11 +47,11 @@ def page(supervisor, renderer, settings, *, status: int = 200,
 
 @router.get("/")
 async def dashboard(request: Request, supervisor: SupervisorDep, renderer: RendererDep,
-                    settings: SettingsDep) -> Response:
+                    settings: SettingsDep, experiments: ExperimentsDep) -> Response:
     """The dashboard; `/?token=…` exchanges the token for a cookie and drops it from the URL."""
     token = request.query_params.get("token")
     if token is None:
-        return page(supervisor, renderer, settings)
+        return page(supervisor, renderer, settings, experiments)
     if not hmac.compare_digest(token.encode(), settings.token.encode()):
         return HTMLResponse(
             "<!doctype html><meta charset=utf-8><title>UDP Lab</title><h1>UDP Lab</h1>"
@@ -55,7 +67,7 @@ async def dashboard(request: Request, supervisor: SupervisorDep, renderer: Rende
 
 @router.post("/workers")
 async def start_from_form(request: Request, supervisor: SupervisorDep, renderer: RendererDep,
-                          settings: SettingsDep) -> Response:
+                          settings: SettingsDep, experiments: ExperimentsDep) -> Response:
     """Start a worker from a page form. htmx gets a one-line result to show by the form;
     a browser without JavaScript gets the page again (or a redirect to it)."""
     form = await request.form()
@@ -68,7 +80,7 @@ async def start_from_form(request: Request, supervisor: SupervisorDep, renderer:
     except EngineError as exc:
         if htmx:
             return HTMLResponse(template.render(error=exc), status_code=exc.status)
-        return page(supervisor, renderer, settings, status=exc.status,
+        return page(supervisor, renderer, settings, experiments, status=exc.status,
                     errors={kind: exc.message}, values={kind: raw})
     if htmx:
         return HTMLResponse(template.render(worker=worker))
@@ -95,6 +107,48 @@ async def stop_from_page(worker_id: str, request: Request,
     return await _act(request, lambda: supervisor.stop(worker_id))
 
 
+@router.post("/workers/clear")
+async def clear_from_page(request: Request, supervisor: SupervisorDep) -> Response:
+    """The Workers panel's "Clear ended" button."""
+    return await _act(request, supervisor.remove_ended)
+
+
+@router.post("/workers/{worker_id}/pause")
+async def pause_from_page(worker_id: str, request: Request,
+                          supervisor: SupervisorDep) -> Response:
+    """A server card's Pause button."""
+    return await _act(request, lambda: _now(supervisor.pause, worker_id))
+
+
+@router.post("/workers/{worker_id}/resume")
+async def resume_from_page(worker_id: str, request: Request,
+                           supervisor: SupervisorDep) -> Response:
+    """A server card's Resume button."""
+    return await _act(request, lambda: _now(supervisor.resume, worker_id))
+
+
+async def _now(action, *args):
+    return action(*args)
+
+
+@router.post("/experiments/impostor")
+async def impostor_from_page(request: Request, experiments: ExperimentsDep) -> Response:
+    """The "Who was fooled?" button."""
+    form = await request.form()
+    forge = form.get("forge") == "on"
+    htmx = request.headers.get("hx-request") == "true"
+    try:
+        run = await experiments.impostor(forge=forge)
+    except EngineError as exc:
+        if htmx:
+            return HTMLResponse(f"<p class=error>{html.escape(exc.message)}</p>",
+                                status_code=exc.status)
+        raise
+    if htmx:
+        return HTMLResponse(f"<p class=ok>Started {html.escape(run.id)}: watch the table.</p>")
+    return RedirectResponse("/", status_code=303)
+
+
 @router.post("/workers/{worker_id}/remove")
 async def remove_from_page(worker_id: str, request: Request,
                            supervisor: SupervisorDep) -> Response:
@@ -106,4 +160,5 @@ async def remove_from_page(worker_id: str, request: Request,
 async def page_socket(websocket: WebSocket, supervisor: SupervisorDep, renderer: RendererDep,
                       settings: SettingsDep) -> None:
     """The page's live parts as htmx fragments."""
-    await page_stream(websocket, supervisor, renderer, settings)
+    await page_stream(websocket, supervisor, renderer, settings,
+                      websocket.app.state.experiments)

@@ -37,6 +37,7 @@ class Renderer:
         self.card = env.get_template("partials/_worker_card.html")
         self.row = env.get_template("partials/_event_row.html")
         self.batch = env.get_template("partials/_batch.html")
+        self.experiments = env.get_template("partials/_experiments.html")
 
     # Both return Markup: the HTML is escaped already (autoescape), so `{{ rows }}` in a page
     # must not escape it a second time.
@@ -48,17 +49,23 @@ class Renderer:
         """Event-log rows, newest first."""
         return Markup("".join(self.row.render(e=event) for event in reversed(list(events))))
 
-    def snapshot(self, workers: Iterable[Worker], recent: Iterable[Event]) -> str:
+    def render_experiments(self, experiments, *, oob: bool = False) -> Markup:
+        """The "Who was fooled?" tables, newest run first (the last three)."""
+        runs = [experiments.to_dict(run) for run in list(experiments.runs.values())[-3:]]
+        return Markup(self.experiments.render(runs=reversed(runs), oob=oob))
+
+    def snapshot(self, workers: Iterable[Worker], recent: Iterable[Event], extra: str = "") -> str:
         """Everything the live parts of the page show, for a page that (re)connects."""
         return self.batch.render(
             snapshot=True,
+            extra=extra,
             cards="".join(self.render_card(w) for w in workers),
             rows=self.render_rows(recent),
             hidden=0,
         )
 
     def update(self, new: list[Worker], changed: list[Worker], removed: list[str],
-               events: list[Event], hidden: int) -> str:
+               events: list[Event], hidden: int, extra: str = "") -> str:
         """One batched update: new and changed cards, removed cards, the newest rows."""
         return self.batch.render(
             snapshot=False,
@@ -67,4 +74,5 @@ class Renderer:
             removed=removed,
             rows=self.render_rows(events),
             hidden=hidden,
+            extra=extra,
         )

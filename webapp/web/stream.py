@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from webapp.engine import Subscription, Supervisor
 from webapp.engine.events import Event
+from webapp.engine.experiments import Experiments
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
@@ -64,17 +65,19 @@ async def json_stream(websocket: WebSocket, supervisor: Supervisor, settings: Se
 
 
 async def page_stream(websocket: WebSocket, supervisor: Supervisor, renderer: Renderer,
-                      settings: Settings) -> None:
+                      settings: Settings, experiments: Experiments) -> None:
     """`WS /ws/page`: a full snapshot on connect, then batched card and row fragments."""
     subscription = supervisor.bus.subscribe()
     recent = list(supervisor.bus.recent)[-settings.page_rows:]
     last_seq = recent[-1].seq if recent else 0
     shown = set(supervisor.workers)
     hidden_total = 0
-    first = renderer.snapshot(supervisor.workers.values(), recent)
+    runs_shown = len(experiments.runs)
+    first = renderer.snapshot(supervisor.workers.values(), recent,
+                              renderer.render_experiments(experiments, oob=True))
 
     def flush(events: list[Event], dropped: int) -> str | None:
-        nonlocal hidden_total
+        nonlocal hidden_total, runs_shown
         events = [e for e in events if e.seq > last_seq]
         workers = supervisor.workers
         touched = set(workers) if dropped else {e.worker for e in events}
@@ -86,8 +89,14 @@ async def page_stream(websocket: WebSocket, supervisor: Supervisor, renderer: Re
         rows = events[-settings.rows_per_flush:]
         hidden = dropped + len(events) - len(rows)
         hidden_total += hidden
-        if not (new or changed or removed or rows or hidden):
+        extra = ""
+        runs = experiments.runs.values()
+        if len(runs) != runs_shown or any(touched & run.workers for run in runs):
+            runs_shown = len(runs)
+            extra = renderer.render_experiments(experiments, oob=True)
+        if not (new or changed or removed or rows or hidden or extra):
             return None
-        return renderer.update(new, changed, removed, rows, hidden_total if hidden else 0)
+        return renderer.update(new, changed, removed, rows, hidden_total if hidden else 0,
+                               extra)
 
     await serve(websocket, subscription, first, flush, settings.flush_interval)

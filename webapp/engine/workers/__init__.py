@@ -3,9 +3,12 @@
 from webapp.engine.workers.base import Worker
 from webapp.engine.workers.client import ClientWorker
 from webapp.engine.workers.server import ServerWorker
+from webapp.engine.workers.spoofer import SpooferWorker
+from webapp.engine.workers.stream import StreamWorker
 
 WORKER_CLASSES: dict[str, type[Worker]] = {
-    cls.kind: cls for cls in (ServerWorker, ClientWorker)
+    cls.kind: cls for cls in (ServerWorker, ClientWorker, SpooferWorker, StreamWorker)
 }
 
-__all__ = ["WORKER_CLASSES", "ClientWorker", "ServerWorker", "Worker"]
+__all__ = ["WORKER_CLASSES", "ClientWorker", "ServerWorker", "SpooferWorker", "StreamWorker",
+           "Worker"]

@@ -11,7 +11,8 @@ from webapp.engine.events import Address, Event
 from webapp.engine.specs import Spec
 from webapp.engine.udp import Target
 
-# Life of a worker: starting -> running -> stopped (asked to) | finished (done) | failed.
+# Life of a worker: starting -> running (<-> paused, servers) -> stopped (asked to) |
+# finished (done its work) | failed.
 ENDED = frozenset({"stopped", "finished", "failed"})
 
 
@@ -20,6 +21,7 @@ class Worker:
 
     kind: ClassVar[str]
     counter_names: ClassVar[tuple[str, ...]]
+    source: Address | None = None  # an impostor's forged source; see SpooferWorker
 
     def __init__(self, worker_id: str, spec: Spec, target: Target, bus: EventBus, *,
                  history: int = 1000):

@@ -1,21 +1,38 @@
-"""The server of listings 2-1 and 2-2: bind, read requests, maybe pretend to drop, reply."""
+"""The server of listings 2-1 and 2-2: bind, read requests, maybe pretend to drop, reply.
+
+It can also be paused (the book's Ctrl+Z: it stops reading and datagrams queue in the
+kernel), answer late or twice (the duplicate-reply trap), and count stream datagrams.
+"""
 
 import asyncio
 import random
+import socket
+import time
 
-from webapp.engine.events import Dropped, Error, Listening, Received, Sent, format_address
+from webapp.engine import requestid, stream
+from webapp.engine.errors import Conflict
+from webapp.engine.events import (
+    Dropped, Error, Listening, Paused, Queued, Received, Resumed, Sent, StreamReport,
+    format_address,
+)
 from webapp.engine.payload import length_reply, show
 from webapp.engine.specs import ServerSpec
-from webapp.engine.udp import MAX_BYTES, describe_os_error, open_bound, short
+from webapp.engine.udp import (
+    MAX_BYTES, describe_os_error, kernel_queue, open_bound, short, waiting_datagrams,
+)
 from webapp.engine.workers.base import Worker
 
 READS_PER_WAKEUP = 64  # datagrams handled per readable callback before yielding to the loop
+POLL_PAUSED = 0.25  # seconds between looks at the kernel queue while paused
+REPORT_STREAMS = 0.5  # seconds between stream reports while streams arrive
+MAX_STREAMS = 64  # streams tracked at once; more are counted as plain datagrams
 
 
 class Responder:
     """What the server does with a request: drop it (the book's coin toss) or answer it.
 
-    Plain logic with no I/O; a fixed `seed` gives the same drops on every run.
+    Plain logic with no I/O; a fixed `seed` gives the same drops on every run. A request
+    that carries a request ID gets it back at the start of the reply, whatever the mode.
     """
 
     def __init__(self, reply: str, drop_rate: float, seed: int | None):
@@ -30,32 +47,87 @@ class Responder:
     def answer(self, data: bytes) -> bytes | None:
         """The reply to `data`, or None when the server is set not to reply."""
         if self.reply == "length":
-            return length_reply(len(data)).encode("ascii")
-        if self.reply == "echo":
-            return data
-        return None
+            body = length_reply(len(data)).encode("ascii")
+        elif self.reply == "echo":
+            return data  # an echo repeats the request ID with everything else
+        else:
+            return None
+        request_id, _ = requestid.split(data)
+        return requestid.tag(request_id, body) if request_id else body
 
 
 class ServerWorker(Worker):
     """A UDP server worker."""
 
     kind = "server"
-    counter_names = ("received", "dropped", "replied", "bytes_in", "bytes_out", "errors")
+    counter_names = ("received", "dropped", "replied", "bytes_in", "bytes_out", "waiting",
+                     "kernel_drops", "errors")
     spec: ServerSpec
 
     def open(self) -> None:
         self.sock = open_bound(self.target)
-        self.local = short(self.sock.getsockname())
         spec = self.spec
+        if spec.rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, spec.rcvbuf)
+        self.local = short(self.sock.getsockname())
         self.responder = Responder(spec.reply, spec.drop_rate, spec.seed)
+        self.streams: dict[tuple, stream.StreamStats] = {}
+        self._fresh_streams: set[tuple] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._poller: asyncio.TimerHandle | None = None
+        self._reporter: asyncio.TimerHandle | None = None
+        self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.emit(Listening, f"Listening at {format_address(self.local)}", local=self.local)
 
     async def run(self) -> str:
-        loop = asyncio.get_running_loop()
-        self._failure: asyncio.Future[None] = loop.create_future()
-        self.emit(Listening, f"Listening at {format_address(self.local)}", local=self.local)
-        loop.add_reader(self.sock.fileno(), self._on_readable)
-        await self._failure  # only a crash in the callback ends a server; stop() cancels
+        if self.state == "running":  # it may have been paused before its task first ran
+            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
+        await self._failure  # only a crash in a callback ends a server; stop() cancels
         return "failed"
+
+    # --- pause and resume (the book's Ctrl+Z) -----------------------------------------
+
+    def pause(self) -> None:
+        """Stop reading: requests queue in the kernel until `resume()`."""
+        if self.state != "running":
+            raise Conflict(f"Server {self.id} is {self.state}: only a running server can pause")
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())  # none yet is fine
+        self.state = "paused"
+        self.emit(Paused, f"Paused: {self.id} stops reading, so datagrams wait in the kernel's "
+                  "queue (the book's Ctrl+Z)")
+        self._poll()
+
+    def resume(self) -> None:
+        """Read again, starting with everything that waited."""
+        if self.state != "paused":
+            raise Conflict(f"Server {self.id} is {self.state}: only a paused server can resume")
+        if self._poller:
+            self._poller.cancel()
+        waiting, _ = waiting_datagrams(self.sock)
+        self.counters["waiting"] = 0
+        self.state = "running"
+        self.emit(Resumed, f"Resumed: reading the {waiting} datagram(s) that waited; their "
+                  "clients may have given up long ago", waiting=waiting)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
+
+    def _poll(self) -> None:
+        waiting, queued_bytes = waiting_datagrams(self.sock)
+        self._update_kernel_drops()
+        if waiting != self.counters["waiting"]:
+            self.counters["waiting"] = waiting
+            self.emit(Queued, f"{waiting} datagram(s) wait unread in the kernel's queue "
+                      f"({queued_bytes} bytes of kernel memory)",
+                      waiting=waiting, queued_bytes=queued_bytes)
+        self._poller = asyncio.get_running_loop().call_later(POLL_PAUSED, self._poll)
+
+    def _update_kernel_drops(self) -> int | None:
+        queue = kernel_queue(self.sock) if self.sock else None
+        if queue is None:
+            return None
+        self.counters["kernel_drops"] = queue[1]
+        return queue[1]
+
+    # --- reading ----------------------------------------------------------------------
 
     def _on_readable(self) -> None:
         try:
@@ -79,6 +151,8 @@ class ServerWorker(Worker):
             size = len(data)
             counters["received"] += 1
             counters["bytes_in"] += size
+            if data[:8] == stream.MAGIC and self._count_stream(data, peer):
+                continue
             where = format_address(peer)
             if self.responder.drops():
                 counters["dropped"] += 1
@@ -90,9 +164,29 @@ class ServerWorker(Worker):
                       local=local, peer=peer, size=size, text=text)
             reply = self.responder.answer(data)
             if reply is not None:
-                self._reply(reply, address, peer)
+                self._schedule_replies(reply, address, peer)
 
-    def _reply(self, reply: bytes, address: tuple, peer: tuple) -> None:
+    # --- replying ---------------------------------------------------------------------
+
+    def _schedule_replies(self, reply: bytes, address: tuple, peer: tuple) -> None:
+        copies = 2 if self.spec.duplicate else 1
+        delay = self.spec.delay
+        if not delay:
+            for _ in range(copies):
+                self._reply(reply, address, peer)
+            return
+        loop = asyncio.get_running_loop()
+        for copy in range(copies):
+            handle = loop.call_later(delay * (copy + 1), self._reply_later, reply, address, peer)
+            self._timers.add(handle)
+
+    def _reply_later(self, reply: bytes, address: tuple, peer: tuple) -> None:
+        now = asyncio.get_running_loop().time()
+        self._timers = {t for t in self._timers if t.when() > now}  # forget the fired ones
+        if self.sock is not None:
+            self._reply(reply, address, peer, late=True)
+
+    def _reply(self, reply: bytes, address: tuple, peer: tuple, late: bool = False) -> None:
         try:
             self.sock.sendto(reply, address)
         except OSError as exc:
@@ -102,5 +196,60 @@ class ServerWorker(Worker):
         self.counters["replied"] += 1
         self.counters["bytes_out"] += len(reply)
         text = show(reply)
-        self.emit(Sent, f"Replied {text!r} to {format_address(peer)}",
+        when = f" {self.spec.delay:g} s late" if late else ""
+        self.emit(Sent, f"Replied {text!r} to {format_address(peer)}{when}",
                   local=self.local, peer=peer, size=len(reply), text=text)
+
+    # --- streams ----------------------------------------------------------------------
+
+    def _count_stream(self, data: bytes, peer: tuple) -> bool:
+        header = stream.unpack(data)
+        if header is None:
+            return False
+        stream_id, seq, sent = header
+        key = (peer, stream_id)
+        stats = self.streams.get(key)
+        if stats is None:
+            if len(self.streams) >= MAX_STREAMS:
+                return False
+            stats = self.streams[key] = stream.StreamStats()
+        stats.receive(seq, sent, len(data), time.time())
+        self._fresh_streams.add(key)
+        if self._reporter is None:
+            self._reporter = asyncio.get_running_loop().call_later(
+                REPORT_STREAMS, self._report_streams)
+        return True
+
+    def _report_streams(self) -> None:
+        self._reporter = None
+        drops = self._update_kernel_drops()
+        for key in sorted(self._fresh_streams, key=repr):
+            peer, stream_id = key
+            figures = self.streams[key].to_dict()
+            self.emit(
+                StreamReport,
+                f"Stream {stream_id} from {format_address(peer)}: {figures['received']} "
+                f"received, {figures['lost']} lost ({figures['loss_rate']:.1%}), "
+                f"{figures['duplicates']} duplicated, {figures['reordered']} reordered, "
+                f"jitter {figures['jitter_ms']:.3f} ms"
+                + (f"; the kernel dropped {drops} datagram(s) at this socket" if drops else ""),
+                peer=peer, stream=stream_id, stats=figures, kernel_drops=drops,
+            )
+        self._fresh_streams.clear()
+
+    def close(self) -> None:
+        for handle in (*getattr(self, "_timers", ()), getattr(self, "_poller", None),
+                       getattr(self, "_reporter", None)):
+            if handle is not None:
+                handle.cancel()
+        if getattr(self, "_fresh_streams", None) and self.sock is not None:
+            self._report_streams()  # the last figures before the socket goes
+        super().close()
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["streams"] = [
+            {"peer": list(peer), "stream": stream_id, **stats.to_dict()}
+            for (peer, stream_id), stats in self.streams.items()
+        ]
+        return out

@@ -1,0 +1,122 @@
+"""Experiments that take several workers, run as one: the impostor line-up.
+
+The impostor experiment puts the four client modes side by side under the same impostor,
+as the book does by hand: pause the server so the clients wait, send each client a `FAKE`
+reply from a third socket (or forged with the server's own address), resume the server,
+then see who was fooled.
+"""
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from webapp.engine.errors import Refused, UnknownWorker
+from webapp.engine.forge import NEEDS_RAW, can_forge
+from webapp.engine.specs import CLIENT_MODES
+
+SPOOF_AFTER = 0.3  # seconds: the clients have sent and wait
+RESUME_AFTER = 0.5  # seconds after the spoofing: the real answers come
+
+
+@dataclass
+class Experiment:
+    """The workers of one impostor run and what the impostor said."""
+
+    id: str
+    forge: bool
+    message: str
+    server: str
+    clients: dict[str, str]  # mode -> client worker id
+    spoofers: list[str] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def workers(self) -> set[str]:
+        """Every worker this experiment started."""
+        return {self.server, *self.clients.values(), *self.spoofers}
+
+
+class Experiments:
+    """Starts impostor experiments on a supervisor and judges their clients."""
+
+    def __init__(self, supervisor):
+        self.supervisor = supervisor
+        self.runs: dict[str, Experiment] = {}
+        self._numbers = itertools.count(1)
+
+    async def impostor(self, *, forge: bool = False, message: str = "FAKE") -> Experiment:
+        """Start the line-up; the timed part (spoof, resume) goes on in the background."""
+        sup = self.supervisor
+        if forge and not can_forge():
+            raise Refused(NEEDS_RAW, field="forge")
+        run_id = f"impostor-{next(self._numbers)}"
+        server = await sup.start({"kind": "server", "name": f"{run_id}-server", "port": 0})
+        sup.pause(server.id)
+        clients = {}
+        for mode in CLIENT_MODES:
+            client = await sup.start({
+                "kind": "client", "name": f"{run_id}-{mode}", "port": server.local[1],
+                "mode": mode, "timeout": 1.5, "give_up_after": 3.0,
+            })
+            clients[mode] = client.id
+        run = Experiment(run_id, forge, message, server.id, clients)
+        self.runs[run_id] = run
+        sup.spawn(self._play(run), name=f"experiment {run_id}")
+        return run
+
+    async def _play(self, run: Experiment) -> None:
+        sup = self.supervisor
+        try:
+            await asyncio.sleep(SPOOF_AFTER)
+            for mode, client_id in run.clients.items():
+                spoofer = await sup.start({
+                    "kind": "spoofer", "name": f"{run.id}-impostor-{mode}", "target": client_id,
+                    "message": run.message, "forge": run.forge,
+                })
+                run.spoofers.append(spoofer.id)
+            await asyncio.sleep(RESUME_AFTER)
+            if sup.workers.get(run.server) and sup.workers[run.server].state == "paused":
+                sup.resume(run.server)
+        finally:
+            run.done = True
+
+    def get(self, run_id: str) -> Experiment:
+        """The run with this id, or `UnknownWorker` (404)."""
+        try:
+            return self.runs[run_id]
+        except KeyError:
+            raise UnknownWorker(f"There is no experiment {run_id!r}: list them with "
+                                "GET /api/experiments") from None
+
+    def to_dict(self, run: Experiment) -> dict[str, Any]:
+        """A run and its verdicts as JSON."""
+        return {"id": run.id, "forge": run.forge, "message": run.message, "server": run.server,
+                "clients": run.clients, "spoofers": run.spoofers, "done": run.done,
+                "verdicts": self.verdicts(run)}
+
+    def verdicts(self, run: Experiment) -> list[dict[str, Any]]:
+        """For each client: `fooled`, `refused`, `unseen` or `waiting`, and why."""
+        rows = []
+        for mode, client_id in run.clients.items():
+            client = self.supervisor.workers.get(client_id)
+            if client is None:
+                continue
+            history = list(client.history)
+            took = [e for e in history if e.type == "reply" and e.text == run.message]
+            refused = [e for e in history if e.type == "rejected" and e.text == run.message]
+            real = [e for e in history if e.type == "reply" and e.text != run.message]
+            if took:
+                verdict, why = "fooled", f"accepted {run.message!r} as the server's reply"
+            elif refused:
+                verdict, why = "refused", refused[0].reason
+            elif real or run.done and run.spoofers:
+                verdict, why = "unseen", (
+                    "never saw it: the kernel drops datagrams from other addresses "
+                    "for a connected socket" if mode == "connected"
+                    else "never saw the impostor's datagram")
+            else:
+                verdict, why = "waiting", "waiting for its reply"
+            rows.append({"client": client_id, "mode": mode, "verdict": verdict, "why": why,
+                         "answer": real[0].text if real else None})
+        return rows

@@ -1,0 +1,71 @@
+"""A stream sender like iperf's UDP mode: `count` datagrams of `size` bytes at `rate` per
+second, each carrying a sequence number and its send time, for the receiver to count loss,
+duplicates, reordering and jitter."""
+
+import asyncio
+import random
+import time
+
+from webapp.engine import stream
+from webapp.engine.events import Error, Progress, format_address
+from webapp.engine.specs import StreamSpec
+from webapp.engine.udp import describe_os_error, open_client, short
+from webapp.engine.workers.base import Worker
+
+REPORT_EVERY = 0.5  # seconds between progress events
+MAX_BURST = 1000  # datagrams sent per wake-up at most, so the loop stays responsive
+
+
+class StreamWorker(Worker):
+    """Sends a paced stream of numbered datagrams."""
+
+    kind = "stream"
+    counter_names = ("sent", "bytes_out", "blocked", "errors")
+    spec: StreamSpec
+
+    def open(self) -> None:
+        self.sock = open_client(self.target, connect=True)
+        self.local = short(self.sock.getsockname())
+        self.stream_id = random.getrandbits(32)
+        self.server = short(self.target.address)
+
+    async def run(self) -> str:
+        spec, counters, sock = self.spec, self.counters, self.sock
+        loop = asyncio.get_running_loop()
+        padding = b"\0" * max(0, spec.size - stream.HEADER_SIZE)
+        start = loop.time()
+        next_report = start + REPORT_EVERY
+        sent = 0
+        while sent < spec.count:
+            due = min(spec.count, sent + MAX_BURST, int((loop.time() - start) * spec.rate) + 1)
+            while sent < due:
+                header = stream.HEADER.pack(stream.MAGIC, self.stream_id, sent, time.time())
+                try:
+                    sock.send(header + padding)
+                except BlockingIOError:
+                    counters["blocked"] += 1  # the send buffer is full: try again shortly
+                    break
+                except OSError as exc:
+                    counters["errors"] += 1
+                    self.emit(Error, describe_os_error(exc, self.server), error=str(exc),
+                              errno=exc.errno)
+                    sent += 1  # this one is lost; carry on with the next
+                    continue
+                sent += 1
+                counters["sent"] = sent
+                counters["bytes_out"] += spec.size
+            now = loop.time()
+            if now >= next_report:
+                next_report = now + REPORT_EVERY
+                self._progress(sent, now - start)
+            await asyncio.sleep(min(0.5, max(0.0005, sent / spec.rate - (now - start))))
+        self._progress(sent, loop.time() - start, final=True)
+        return "finished"
+
+    def _progress(self, sent: int, elapsed: float, final: bool = False) -> None:
+        rate = sent / elapsed if elapsed > 0 else 0.0
+        verb = "Sent" if final else "Sending:"
+        self.emit(Progress, f"{verb} {sent} of {self.spec.count} datagrams of "
+                  f"{self.spec.size} bytes to {format_address(self.server)} "
+                  f"in {elapsed:.2f} s ({rate:,.0f}/s), stream {self.stream_id}",
+                  sent=sent, count=self.spec.count)
