@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="another name the dashboard may be reached by (Host header), "
                         "such as the lab machine's DNS name; repeatable")
+    parser.add_argument("--allow-limited-broadcast", action="store_true",
+                        help="allow sending to 255.255.255.255, which reaches every host on "
+                        "every LAN this machine is attached to (refused by default)")
     return parser.parse_args(argv)
 
 
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         port=port,
         token=os.environ.get("UDPLAB_TOKEN") or secrets.token_urlsafe(32),
         allowed_hosts=frozenset(h.lower() for h in args.allow_host) | own_addresses(args.host),
+        allow_limited_broadcast=args.allow_limited_broadcast,
     )
     app = create_app(settings)
 

@@ -77,6 +77,25 @@ class Sent(DatagramEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastSent(DatagramEvent):
+    """A broadcast went out; `reached` names the workers of this app that received it."""
+
+    type: ClassVar[str] = "sent"
+    reached: list[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mtu(Event):
+    """What an MTU probe learned: the path MTU, or the largest payload that went."""
+
+    type: ClassVar[str] = "mtu"
+    mtu: int | None
+    payload: int | None = None
+    size: int | None = None  # the size just tried, for a probe step
+    went: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reply(DatagramEvent):
     """A client accepted a reply; `expected` is False when it came from another address, and
     `stale` is True when it repeats an earlier request (a late or duplicated answer)."""

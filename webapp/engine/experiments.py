@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from webapp.engine.errors import Refused, UnknownWorker
+from webapp.engine.errors import EngineError, Refused, UnknownWorker
 from webapp.engine.forge import NEEDS_RAW, can_forge
 from webapp.engine.specs import CLIENT_MODES
 
@@ -120,3 +120,94 @@ class Experiments:
             rows.append({"client": client_id, "mode": mode, "verdict": verdict, "why": why,
                          "answer": real[0].text if real else None})
         return rows
+
+
+class BindingExplorer:
+    """Which binds on one port conflict, which coexist, and which server a client reaches.
+
+    Binds only on this machine; sends only to loopback (127.0.0.1, 127.0.0.2), so it is safe
+    anywhere. The interface address, when there is one, is bound but never sent to.
+    """
+
+    def __init__(self, supervisor):
+        self.supervisor = supervisor
+        self._numbers = itertools.count(1)
+
+    async def run(self, interface: str | None = None) -> dict[str, Any]:
+        """Run the sequence and return its steps; every worker it made is removed after."""
+        sup = self.supervisor
+        run_id = f"binding-{next(self._numbers)}"
+        made: list[str] = []
+        steps: list[dict[str, Any]] = []
+
+        async def bind(label: str, host: str, port: int, why_ok: str) -> Any:
+            name = f"{run_id}-{len(made) + 1}"
+            try:
+                worker = await sup.start({"kind": "server", "name": name, "host": host,
+                                          "port": port, "reply": "echo"})
+            except EngineError as exc:
+                steps.append({"action": label, "outcome": "conflict", "why": exc.message})
+                return None
+            made.append(worker.id)
+            steps.append({"action": label, "outcome": "bound", "why": why_ok,
+                          "worker": worker.id})
+            return worker
+
+        async def reach(host: str, port: int, servers: dict[str, Any]) -> None:
+            client = await sup.start({"kind": "client", "name": f"{run_id}-c{len(made)}",
+                                      "host": host, "port": port, "message": f"hello {host}",
+                                      "timeout": 0.2, "give_up_after": 0.2})
+            made.append(client.id)
+            await asyncio.wait([client.task], timeout=2)
+            got = [name for name, w in servers.items() if w and w.counters["received"]]
+            steps.append({
+                "action": f"a client sends to {host} port {port}",
+                "outcome": f"reached {', '.join(got)}" if got else "no reply",
+                "why": "the kernel delivers to the socket bound most specifically to the "
+                       "destination address" if got else "no socket is bound there",
+            })
+            for w in servers.values():
+                if w:
+                    w.counters["received"] = 0
+
+        try:
+            first = await bind("bind 127.0.0.1 (port chosen by the OS)", "127.0.0.1", 0,
+                               "nothing else uses the port yet")
+            port = first.local[1]
+            second = await bind(f"bind 127.0.0.2 port {port}", "127.0.0.2", port,
+                                "a different address of this machine: the two coexist")
+            await bind(f"bind 0.0.0.0 port {port}", "0.0.0.0", port, "")
+            if interface:
+                await bind(f"bind {interface} port {port}", interface, port,
+                           f"{interface} is yet another address: it coexists too")
+            servers = {"the 127.0.0.1 server": first, "the 127.0.0.2 server": second}
+            await reach("127.0.0.1", port, servers)
+            await reach("127.0.0.2", port, servers)
+            for worker_id in list(made):
+                await sup.remove(worker_id)
+            made.clear()
+            wild = await bind(f"bind 0.0.0.0 port {port} (the others stopped)", "0.0.0.0",
+                              port, "now nobody holds the port, so the wildcard bind succeeds")
+            await bind(f"bind 127.0.0.1 port {port}", "127.0.0.1", port, "")
+            await reach("127.0.0.1", port, {"the 0.0.0.0 server": wild})
+            for worker_id in list(made):
+                await sup.remove(worker_id)
+            made.clear()
+            refused = await sup.start({
+                "kind": "client", "name": f"{run_id}-closed", "mode": "connected",
+                "host": "127.0.0.1", "port": port, "timeout": 0.1, "give_up_after": 0.1,
+            })
+            made.append(refused.id)
+            await asyncio.wait([refused.task], timeout=2)
+            error = next((e for e in refused.history if e.type == "error"), None)
+            steps.append({
+                "action": f"a connected client sends to the now closed 127.0.0.1 port {port}",
+                "outcome": "Connection refused" if error else "no error",
+                "why": "the kernel answered with ICMP port unreachable, which a connected "
+                       "socket reports as [Errno 111] Connection refused" if error else
+                       "an unconnected socket would never hear of it",
+            })
+        finally:
+            for worker_id in made:
+                await sup.remove(worker_id)
+        return {"id": run_id, "port": port, "steps": steps}

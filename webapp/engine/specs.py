@@ -172,6 +172,7 @@ class ServerSpec(Spec):
         "delay": _number(0, 60),
         "duplicate": _flag,
         "rcvbuf": _optional(_number(1, 64 * 1024 * 1024, integer=True)),
+        "reuse_addr": _flag,
     }
     reply: str = "length"
     drop_rate: float = 0.0
@@ -179,6 +180,7 @@ class ServerSpec(Spec):
     delay: float = 0.0  # answer this many seconds late (the duplicate-reply trap)
     duplicate: bool = False  # answer every request twice
     rcvbuf: int | None = None  # SO_RCVBUF in bytes (the kernel doubles it); small = real drops
+    reuse_addr: bool = False  # SO_REUSEADDR: share the port with listeners
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -275,8 +277,53 @@ class StreamSpec(Spec):
     rate: float = 1000.0  # datagrams per second
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerSpec(Spec):
+    """A receiver of listing 2-4: binds with SO_REUSEADDR, reports, never replies."""
+
+    kind: ClassVar[str] = "listener"
+    rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "name": _name, "host": _host, "port": _port,
+    }
+    host: str = "0.0.0.0"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastSpec(Spec):
+    """The sender of listing 2-4."""
+
+    kind: ClassVar[str] = "broadcast"
+    rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "name": _name,
+        "host": _host,
+        "port": _port,
+        "message": _message,
+        "count": _number(1, 10_000, integer=True),
+        "interval": _number(0, 3600),
+        "so_broadcast": _flag,
+    }
+    host: str = "127.255.255.255"  # loopback's broadcast address
+    message: str | None = "Broadcast datagram!"
+    count: int = 1
+    interval: float = 1.0
+    so_broadcast: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MtuProbeSpec(Spec):
+    """Listing 2-3: a big datagram with fragmentation forbidden, then a search."""
+
+    kind: ClassVar[str] = "mtu-probe"
+    rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "name": _name, "host": _host, "port": _port,
+        "size": _number(1, 65507, integer=True),
+    }
+    size: int = 65000  # the book's big datagram
+
+
 KINDS: dict[str, type[Spec]] = {
-    cls.kind: cls for cls in (ServerSpec, ClientSpec, SpooferSpec, StreamSpec)
+    cls.kind: cls for cls in (ServerSpec, ClientSpec, SpooferSpec, StreamSpec, ListenerSpec,
+                              BroadcastSpec, MtuProbeSpec)
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from webapp.engine.bus import EventBus
 from webapp.engine.errors import BadSpec, Conflict, UnknownWorker
 from webapp.engine.events import Address, Error, Event, Removed, Stopped
+from webapp.engine.policy import Policy
 from webapp.engine.specs import SpooferSpec, parse_spec
 from webapp.engine.udp import Target, resolve
 from webapp.engine.workers import WORKER_CLASSES, Worker
@@ -20,8 +21,10 @@ from webapp.engine.workers import WORKER_CLASSES, Worker
 class Supervisor:
     """Owns the workers of one app: their tasks, sockets and event history."""
 
-    def __init__(self, bus: EventBus | None = None, *, history: int = 1000):
+    def __init__(self, bus: EventBus | None = None, *, history: int = 1000,
+                 policy: Policy | None = None):
         self.bus = bus or EventBus()
+        self.policy = policy or Policy()
         self.history = history
         self.workers: dict[str, Worker] = {}
         self._numbers = itertools.count(1)
@@ -58,15 +61,43 @@ class Supervisor:
         if isinstance(spec, SpooferSpec) and spec.target:
             target, source = self._victim(spec.target)
         else:
-            target = await resolve(spec.host, spec.port, passive=spec.kind == "server")
+            target = await resolve(spec.host, spec.port, passive=spec.kind in ("server", "listener"))
+            self.policy.check(spec.kind, target.address[0])
         worker = WORKER_CLASSES[spec.kind](worker_id, spec, target, self.bus,
                                            history=self.history)
         worker.source = source
-        worker.open()
+        worker.peers = self.workers.values
+        try:
+            worker.open()
+        except Conflict as exc:
+            raise self._explain(exc, target) from None
         worker.state = "running"
         self.workers[worker_id] = worker
         worker.task = self._group.create_task(self._run(worker), name=f"worker {worker_id}")
         return worker
+
+    def _explain(self, exc: Conflict, target: Target) -> Conflict:
+        """Add which of our workers holds the port, and why that overlaps, to a bind error."""
+        if exc.field != "port":
+            return exc
+        host, port = target.address[0], target.address[1]
+        for other in self.workers.values():
+            if other.local is None or other.local[1] != port or not other.alive \
+                    or other.kind not in ("server", "listener"):
+                continue
+            held = other.local[0]
+            if held == host:
+                why = f"{other.id} is bound to exactly {held} port {port}"
+            elif held in ("0.0.0.0", "::"):
+                why = (f"{other.id} is bound to {held}, every address of this machine, which "
+                       f"already covers {host}")
+            elif host in ("0.0.0.0", "::"):
+                why = (f"{host} means every address of this machine, and {other.id} already "
+                       f"holds {held} port {port}")
+            else:
+                continue
+            return Conflict(f"{exc.message}. Here: {why}", field=exc.field)
+        return exc
 
     def spawn(self, coro, *, name: str) -> asyncio.Task:
         """Run a coroutine that drives workers (an experiment) under this supervisor."""

@@ -91,11 +91,15 @@ def bind_error(exc: OSError, target: Target) -> EngineError:
     return Conflict(f"Cannot use {host} port {port}: {exc.strerror or exc}", field="host")
 
 
-def open_bound(target: Target) -> socket.socket:
-    """A non-blocking UDP socket bound to `target`, or an `EngineError` saying why not."""
+def open_bound(target: Target, *, reuse_addr: bool = False) -> socket.socket:
+    """A non-blocking UDP socket bound to `target`, or an `EngineError` saying why not.
+
+    `reuse_addr` sets SO_REUSEADDR first, so several sockets may share the port."""
     sock = socket.socket(target.family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        if reuse_addr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(target.address)
     except OSError as exc:
         sock.close()
@@ -129,7 +133,8 @@ def describe_os_error(exc: OSError, peer: Address | None) -> str:
             "(the kernel got an ICMP port-unreachable); start a server there or check the port"
         )
     if exc.errno == errno.EACCES:
-        return f"[Errno 13] Permission denied sending{where}: broadcast needs SO_BROADCAST"
+        return (f"[Errno 13] Permission denied: sending to the broadcast address{where} needs "
+                "SO_BROADCAST (turn so_broadcast on)")
     if exc.errno == errno.EAGAIN:
         return "The socket's send buffer is full: the datagram was not sent"
     return f"[Errno {exc.errno}] {exc.strerror or exc}"

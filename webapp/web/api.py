@@ -1,12 +1,14 @@
 """The JSON API of DESIGN.md §3: routes only parse, call the engine and shape the answer."""
 
+import asyncio
 import json
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
 
-from webapp.engine import BadSpec
-from webapp.web.deps import ExperimentsDep, SettingsDep, SupervisorDep
+from webapp.engine import BadSpec, interfaces, ports, sockopts
+from webapp.engine.policy import LIMITED_BROADCAST
+from webapp.web.deps import BindingDep, ExperimentsDep, SettingsDep, SupervisorDep
 from webapp.web.stream import json_stream
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -17,7 +19,8 @@ SPEC_SCHEMA = {
         "content": {"application/json": {
             "schema": {"type": "object", "required": ["kind"], "properties": {
                 "kind": {"type": "string",
-                         "enum": ["server", "client", "spoofer", "stream"]},
+                         "enum": ["server", "client", "spoofer", "stream", "listener",
+                                  "broadcast", "mtu-probe"]},
                 "name": {"type": "string", "description": "optional id for the worker"},
                 "host": {"type": "string", "default": "127.0.0.1"},
                 "port": {"oneOf": [{"type": "integer"}, {"type": "string"}], "default": 1060,
@@ -37,7 +40,10 @@ SPEC_SCHEMA = {
                 "target": {"type": "string", "description": "spoofer: a client worker"},
                 "forge": {"type": "boolean",
                           "description": "spoofer: forge the server's address (raw socket)"},
-                "size": {"type": "integer", "description": "stream: bytes per datagram"},
+                "size": {"type": "integer",
+                         "description": "stream: bytes per datagram; mtu-probe: first send"},
+                "so_broadcast": {"type": "boolean", "description": "broadcast: SO_BROADCAST"},
+                "reuse_addr": {"type": "boolean", "description": "server: SO_REUSEADDR"},
                 "rate": {"type": "number", "description": "stream: datagrams per second"},
                 "message": {"type": "string"},
                 "count": {"type": "integer", "minimum": 1},
@@ -139,6 +145,56 @@ async def impostor(request: Request, experiments: ExperimentsDep) -> dict[str, A
 async def get_experiment(run_id: str, experiments: ExperimentsDep) -> dict[str, Any]:
     """One experiment and who was fooled."""
     return experiments.to_dict(experiments.get(run_id))
+
+
+@router.get("/workers/{worker_id}/options")
+async def worker_options(worker_id: str, supervisor: SupervisorDep) -> dict[str, list]:
+    """The socket options of a live worker's socket, as the kernel holds them."""
+    return {"options": sockopts.read_all(supervisor.get(worker_id).sock)}
+
+
+@router.post("/workers/{worker_id}/options")
+async def set_worker_option(worker_id: str, request: Request,
+                            supervisor: SupervisorDep) -> dict[str, Any]:
+    """Set one option, `{"name": "SO_RCVBUF", "value": 4096}`; returns the kernel's real
+    value afterwards (it doubles SO_RCVBUF and SO_SNDBUF)."""
+    raw = await _json_body(request)
+    if not isinstance(raw, dict) or set(raw) != {"name", "value"} \
+            or not isinstance(raw["name"], str):
+        raise BadSpec('The body must be {"name": "<option>", "value": <number or on/off>}')
+    return sockopts.set_option(supervisor.get(worker_id).sock, raw["name"], raw["value"])
+
+
+@router.get("/interfaces")
+async def list_interfaces(settings: SettingsDep) -> dict[str, Any]:
+    """Every interface with its state, MTU and addresses (netmask, broadcast)."""
+    found = await asyncio.get_running_loop().run_in_executor(None, interfaces.interfaces)
+    destinations = interfaces.broadcast_choices()
+    if settings.allow_limited_broadcast:
+        destinations.append((LIMITED_BROADCAST, "every host on every attached LAN"))
+    return {"interfaces": [i.to_dict() for i in found],
+            "broadcast": [{"address": a, "label": label} for a, label in destinations]}
+
+
+@router.get("/ports/{name_or_number}")
+async def port_lookup(name_or_number: str) -> dict[str, Any]:
+    """A UDP service name or port number, both ways, with its range and the ephemeral range."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, ports.lookup, name_or_number)
+
+
+@router.post("/experiments/binding", status_code=201)
+async def binding(request: Request, binding: BindingDep) -> dict[str, Any]:
+    """The binding explorer: which binds on one port conflict, which coexist, and which
+    server a client reaches. Body (optional): `{"interface": "<an address of this machine>"}`
+    is bound too (never sent to)."""
+    raw = await _json_body(request, default={})
+    if not isinstance(raw, dict) or set(raw) - {"interface"}:
+        raise BadSpec("The body may only have 'interface' (an address of this machine)")
+    interface = raw.get("interface")
+    if interface is not None and not isinstance(interface, str):
+        raise BadSpec("'interface' must be an address such as 192.168.1.5", field="interface")
+    return await binding.run(interface=interface or None)
 
 
 @router.get("/workers/{worker_id}/events")

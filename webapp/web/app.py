@@ -10,7 +10,8 @@ from fastapi.staticfiles import StaticFiles
 
 from webapp import __version__
 from webapp.engine import EngineError, Supervisor
-from webapp.engine.experiments import Experiments
+from webapp.engine.experiments import BindingExplorer, Experiments
+from webapp.engine.policy import Policy
 from webapp.web import api, pages
 from webapp.web.render import Renderer, make_environment
 from webapp.web.security import Guard
@@ -25,9 +26,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with Supervisor(history=settings.worker_history) as supervisor:
+        policy = Policy(allow_limited_broadcast=settings.allow_limited_broadcast)
+        async with Supervisor(history=settings.worker_history, policy=policy) as supervisor:
             app.state.supervisor = supervisor
             app.state.experiments = Experiments(supervisor)
+            app.state.binding = BindingExplorer(supervisor)
             yield
 
     app = FastAPI(

@@ -6,7 +6,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from webapp.engine import Supervisor
-from webapp.engine.experiments import Experiments
+from webapp.engine.experiments import BindingExplorer, Experiments
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
@@ -19,6 +19,10 @@ def _experiments(conn: HTTPConnection) -> Experiments:
     return conn.app.state.experiments
 
 
+def _binding(conn: HTTPConnection) -> BindingExplorer:
+    return conn.app.state.binding
+
+
 def _renderer(conn: HTTPConnection) -> Renderer:
     return conn.app.state.renderer
 
@@ -28,6 +32,7 @@ def _settings(conn: HTTPConnection) -> Settings:
 
 
 SupervisorDep = Annotated[Supervisor, Depends(_supervisor)]
+BindingDep = Annotated[BindingExplorer, Depends(_binding)]
 ExperimentsDep = Annotated[Experiments, Depends(_experiments)]
 RendererDep = Annotated[Renderer, Depends(_renderer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

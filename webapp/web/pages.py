@@ -4,14 +4,21 @@ login, and the page's WebSocket of HTML fragments."""
 import hmac
 import html
 from typing import Any
+from urllib.parse import quote
+
+from markupsafe import Markup
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from webapp.engine import EngineError
 from webapp.engine.interfaces import host_choices
+from webapp.engine import interfaces, ports, sockopts
 from webapp.engine.forge import can_forge
-from webapp.web.deps import ExperimentsDep, RendererDep, SettingsDep, SupervisorDep
+from webapp.engine.policy import LIMITED_BROADCAST
+from webapp.web.deps import (
+    BindingDep, ExperimentsDep, RendererDep, SettingsDep, SupervisorDep,
+)
 from webapp.web.stream import page_stream
 
 router = APIRouter(include_in_schema=False)
@@ -26,11 +33,24 @@ CLIENT_MODE_LABELS = [
 
 
 def page(supervisor, renderer, settings, experiments, *, status: int = 200,
-         errors: dict[str, str] | None = None, values: dict[str, Any] | None = None
-         ) -> HTMLResponse:
+         errors: dict[str, str] | None = None, values: dict[str, Any] | None = None,
+         port_query: str | None = None, options_worker: str | None = None,
+         binding_html: str = "") -> HTMLResponse:
     """The whole dashboard, with a form's error next to it when there is one."""
     recent = list(supervisor.bus.recent)[-settings.page_rows:]
-    body = renderer.env.get_template("index.html").render(
+    partial = renderer.env.get_template
+    destinations = interfaces.broadcast_choices()
+    if settings.allow_limited_broadcast:
+        destinations.append((LIMITED_BROADCAST, "every host on every attached LAN"))
+    body = partial("index.html").render(
+        interfaces_html=Markup(partial("partials/_interfaces.html").render(
+            interfaces=interfaces.interfaces())),
+        port_query=port_query,
+        port_html=Markup(_port_fragment(renderer, port_query)),
+        options_worker=options_worker,
+        options_html=Markup(_options_fragment(renderer, supervisor, options_worker)),
+        binding_html=Markup(binding_html or partial("partials/_binding.html").render()),
+        broadcasts=destinations,
         workers=list(supervisor.workers.values()),
         rows=renderer.render_rows(recent),
         render_card=renderer.render_card,
@@ -51,7 +71,9 @@ async def dashboard(request: Request, supervisor: SupervisorDep, renderer: Rende
     """The dashboard; `/?token=…` exchanges the token for a cookie and drops it from the URL."""
     token = request.query_params.get("token")
     if token is None:
-        return page(supervisor, renderer, settings, experiments)
+        return page(supervisor, renderer, settings, experiments,
+                    port_query=request.query_params.get("port"),
+                    options_worker=request.query_params.get("options"))
     if not hmac.compare_digest(token.encode(), settings.token.encode()):
         return HTMLResponse(
             "<!doctype html><meta charset=utf-8><title>UDP Lab</title><h1>UDP Lab</h1>"
@@ -147,6 +169,75 @@ async def impostor_from_page(request: Request, experiments: ExperimentsDep) -> R
     if htmx:
         return HTMLResponse(f"<p class=ok>Started {html.escape(run.id)}: watch the table.</p>")
     return RedirectResponse("/", status_code=303)
+
+
+def _port_fragment(renderer, query: str | None) -> str:
+    template = renderer.env.get_template("partials/_port_result.html")
+    if not query:
+        return template.render()
+    try:
+        return template.render(port=ports.lookup(query))
+    except EngineError as exc:
+        return template.render(error=exc.message)
+
+
+def _options_fragment(renderer, supervisor, worker_id: str | None, changed=None,
+                      error: str | None = None) -> str:
+    template = renderer.env.get_template("partials/_options.html")
+    if not worker_id:
+        return template.render()
+    try:
+        worker = supervisor.get(worker_id)
+        options = sockopts.read_all(worker.sock)
+    except EngineError as exc:
+        return template.render(error=exc.message)
+    return template.render(worker=worker, options=options, changed=changed, error=error)
+
+
+@router.get("/ports")
+async def port_from_page(renderer: RendererDep, port: str = "") -> HTMLResponse:
+    """The port lookup box."""
+    return HTMLResponse(_port_fragment(renderer, port))
+
+
+@router.get("/options")
+async def options_from_page(supervisor: SupervisorDep, renderer: RendererDep,
+                            options: str = "") -> HTMLResponse:
+    """The socket options panel for one worker."""
+    return HTMLResponse(_options_fragment(renderer, supervisor, options))
+
+
+@router.post("/workers/{worker_id}/options")
+async def set_option_from_page(worker_id: str, request: Request, supervisor: SupervisorDep,
+                               renderer: RendererDep) -> Response:
+    """A Set button in the socket options panel."""
+    form = await request.form()
+    changed, error = None, None
+    try:
+        changed = sockopts.set_option(supervisor.get(worker_id).sock,
+                                      str(form.get("name", "")), str(form.get("value", "")))
+    except EngineError as exc:
+        error = exc.message
+    if request.headers.get("hx-request") != "true":
+        return RedirectResponse(f"/?options={quote(worker_id)}#options", status_code=303)
+    return HTMLResponse(_options_fragment(renderer, supervisor, worker_id, changed, error))
+
+
+@router.post("/experiments/binding")
+async def binding_from_page(request: Request, binding: BindingDep, supervisor: SupervisorDep,
+                            renderer: RendererDep, settings: SettingsDep,
+                            experiments: ExperimentsDep) -> Response:
+    """The binding explorer's button."""
+    form = await request.form()
+    template = renderer.env.get_template("partials/_binding.html")
+    try:
+        fragment = template.render(run=await binding.run(
+            interface=str(form.get("interface", "")).strip() or None))
+    except EngineError as exc:
+        fragment = template.render(error=exc.message)
+    if request.headers.get("hx-request") == "true":
+        return HTMLResponse(fragment)
+    return page(supervisor, renderer, settings, experiments, binding_html=fragment)
 
 
 @router.post("/workers/{worker_id}/remove")

@@ -29,6 +29,7 @@ class Settings:
     page_rows: int = 200  # rows the page keeps in its event log
     rows_per_flush: int = 50  # newest rows sent per message; counters stay exact regardless
     worker_history: int = 1000  # events kept per worker for GET /api/workers/{id}/events
+    allow_limited_broadcast: bool = False  # may workers send to 255.255.255.255?
 
     @property
     def cookie_name(self) -> str:

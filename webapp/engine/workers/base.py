@@ -4,6 +4,7 @@ import asyncio
 import socket
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from webapp.engine.bus import EventBus
@@ -14,6 +15,7 @@ from webapp.engine.udp import Target
 # Life of a worker: starting -> running (<-> paused, servers) -> stopped (asked to) |
 # finished (done its work) | failed.
 ENDED = frozenset({"stopped", "finished", "failed"})
+HEARD = 256  # received datagrams remembered per worker
 
 
 class Worker:
@@ -22,6 +24,7 @@ class Worker:
     kind: ClassVar[str]
     counter_names: ClassVar[tuple[str, ...]]
     source: Address | None = None  # an impostor's forged source; see SpooferWorker
+    peers: Callable[[], Iterable["Worker"]] = staticmethod(lambda: ())  # set by the supervisor
 
     def __init__(self, worker_id: str, spec: Spec, target: Target, bus: EventBus, *,
                  history: int = 1000):
@@ -37,6 +40,19 @@ class Worker:
         self.started = time.time()
         self.ended: float | None = None
         self.task: asyncio.Task | None = None
+        # What this worker received lately, so a broadcast can tell who heard it.
+        self.heard: deque[tuple[float, Address, int]] = deque(maxlen=HEARD)
+
+    def hear(self, peer: Address, data: bytes) -> None:
+        """Note a received datagram (cheaply: its hash) for `heard_from()`."""
+        self.heard.append((time.time(), peer, hash(data)))
+
+    def heard_from(self, port: int, data: bytes, since: float) -> bool:
+        """Whether this worker received `data` from source port `port` at or after `since`
+        (by port: a sender bound to 0.0.0.0 is seen with whichever address it went out on)."""
+        digest = hash(data)
+        return any(t >= since and p[1] == port and h == digest
+                   for t, p, h in reversed(self.heard))
 
     def open(self) -> None:
         """Create and bind (or connect) the socket; raise `EngineError` if it cannot be."""

@@ -65,8 +65,8 @@ class ServerWorker(Worker):
     spec: ServerSpec
 
     def open(self) -> None:
-        self.sock = open_bound(self.target)
         spec = self.spec
+        self.sock = open_bound(self.target, reuse_addr=spec.reuse_addr)
         if spec.rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, spec.rcvbuf)
         self.local = short(self.sock.getsockname())
@@ -149,6 +149,7 @@ class ServerWorker(Worker):
                 continue
             peer = short(address)
             size = len(data)
+            self.hear(peer, data)
             counters["received"] += 1
             counters["bytes_in"] += size
             if data[:8] == stream.MAGIC and self._count_stream(data, peer):

@@ -35,31 +35,30 @@ class StreamWorker(Worker):
         padding = b"\0" * max(0, spec.size - stream.HEADER_SIZE)
         start = loop.time()
         next_report = start + REPORT_EVERY
-        sent = 0
-        while sent < spec.count:
-            due = min(spec.count, sent + MAX_BURST, int((loop.time() - start) * spec.rate) + 1)
-            while sent < due:
-                header = stream.HEADER.pack(stream.MAGIC, self.stream_id, sent, time.time())
+        seq = 0  # the next sequence number; a datagram the kernel refused keeps its number
+        while seq < spec.count:
+            due = min(spec.count, seq + MAX_BURST, int((loop.time() - start) * spec.rate) + 1)
+            while seq < due:
+                header = stream.HEADER.pack(stream.MAGIC, self.stream_id, seq, time.time())
                 try:
                     sock.send(header + padding)
                 except BlockingIOError:
                     counters["blocked"] += 1  # the send buffer is full: try again shortly
                     break
-                except OSError as exc:
+                except OSError as exc:  # e.g. Connection refused: that datagram is lost
                     counters["errors"] += 1
                     self.emit(Error, describe_os_error(exc, self.server), error=str(exc),
                               errno=exc.errno)
-                    sent += 1  # this one is lost; carry on with the next
-                    continue
-                sent += 1
-                counters["sent"] = sent
-                counters["bytes_out"] += spec.size
+                else:
+                    counters["sent"] += 1
+                    counters["bytes_out"] += spec.size
+                seq += 1
             now = loop.time()
             if now >= next_report:
                 next_report = now + REPORT_EVERY
-                self._progress(sent, now - start)
-            await asyncio.sleep(min(0.5, max(0.0005, sent / spec.rate - (now - start))))
-        self._progress(sent, loop.time() - start, final=True)
+                self._progress(counters["sent"], now - start)
+            await asyncio.sleep(min(0.5, max(0.0005, seq / spec.rate - (now - start))))
+        self._progress(counters["sent"], loop.time() - start, final=True)
         return "finished"
 
     def _progress(self, sent: int, elapsed: float, final: bool = False) -> None:

@@ -1,0 +1,49 @@
+"""The receiver of listing 2-4: it binds with SO_REUSEADDR so that several can share a port,
+as several hosts on one LAN would, and reports every datagram without replying."""
+
+import asyncio
+
+from webapp.engine.events import Error, Listening, Received, format_address
+from webapp.engine.payload import show
+from webapp.engine.specs import ListenerSpec
+from webapp.engine.udp import MAX_BYTES, describe_os_error, open_bound, short
+from webapp.engine.workers.base import Worker
+
+
+class ListenerWorker(Worker):
+    """Receives and reports; never replies."""
+
+    kind = "listener"
+    counter_names = ("received", "bytes_in", "errors")
+    spec: ListenerSpec
+
+    def open(self) -> None:
+        self.sock = open_bound(self.target, reuse_addr=True)
+        self.local = short(self.sock.getsockname())
+        self.emit(Listening, f"Listening for datagrams at {format_address(self.local)}",
+                  local=self.local)
+
+    async def run(self) -> str:
+        loop = asyncio.get_running_loop()
+        self._stop: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(self.sock.fileno(), self._on_readable)
+        await self._stop  # runs until stopped
+        return "finished"
+
+    def _on_readable(self) -> None:
+        for _ in range(64):
+            try:
+                data, address = self.sock.recvfrom(MAX_BYTES)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.counters["errors"] += 1
+                self.emit(Error, describe_os_error(exc, None), error=str(exc), errno=exc.errno)
+                continue
+            peer = short(address)
+            self.hear(peer, data)
+            self.counters["received"] += 1
+            self.counters["bytes_in"] += len(data)
+            text = show(data)
+            self.emit(Received, f"The client at {format_address(peer)} says: {text!r}",
+                      local=self.local, peer=peer, size=len(data), text=text)
