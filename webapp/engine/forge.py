@@ -10,6 +10,7 @@ import struct
 
 from webapp.engine.errors import Refused
 from webapp.engine.events import Address
+from webapp.engine.netns import new_socket
 
 NEEDS_RAW = (
     "Forging the source address needs a raw socket, which needs CAP_NET_RAW: run udplab as "
@@ -42,10 +43,10 @@ def ipv4_udp(source: Address, destination: Address, payload: bytes, ident: int =
     return header + udp
 
 
-def open_raw() -> socket.socket:
+def open_raw(namespace: str | None = None) -> socket.socket:
     """A raw socket that sends packets with our own IP header; `Refused` without privilege."""
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        sock = new_socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW, namespace)
     except PermissionError:
         raise Refused(NEEDS_RAW, field="forge") from None
     sock.setblocking(False)

@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAX_SEQ = 100_000_000  # sequence numbers above this are not streams of ours
+WINDOW = 65_536  # sequence numbers remembered for spotting duplicates
 
 MAGIC = b"UDPLAB-S"
 HEADER = struct.Struct("!8sIQd")  # magic, stream id, sequence number, send time (Unix s)
@@ -41,18 +42,18 @@ class StreamStats:
     bytes: int = 0
     first_arrival: float | None = None
     last_arrival: float | None = None
-    _seen: bytearray = field(default_factory=bytearray, repr=False)  # one bit per seq
+    _seen: set[int] = field(default_factory=set, repr=False)  # the last WINDOW numbers
     _last_transit: float | None = field(default=None, repr=False)
 
     def receive(self, seq: int, sent: float, size: int, now: float) -> str:
         """Count one datagram; returns `new`, `duplicate` or `reordered`."""
-        index, bit = divmod(seq, 8)
-        if index >= len(self._seen):
-            self._seen.extend(bytes(index + 1 - len(self._seen)))
-        if self._seen[index] & (1 << bit):
+        if seq in self._seen:
             self.duplicates += 1
             return "duplicate"
-        self._seen[index] |= 1 << bit
+        self._seen.add(seq)
+        if len(self._seen) > 2 * WINDOW:  # forget numbers far behind: memory stays bounded
+            floor = max(self.highest, seq) - WINDOW
+            self._seen = {s for s in self._seen if s >= floor}
         self.received += 1
         self.bytes += size
         if self.first_arrival is None:

@@ -6,6 +6,7 @@ and closes every socket.
 
 import asyncio
 import itertools
+import socket
 import time
 from typing import Any
 
@@ -60,6 +61,9 @@ class Supervisor:
         source = None
         if isinstance(spec, SpooferSpec) and spec.target:
             target, source = self._victim(spec.target)
+            if spec.forge and target.family != socket.AF_INET:
+                raise BadSpec("Forging builds IPv4 packets only: aim at an IPv4 client",
+                              field="forge")
         else:
             target = await resolve(spec.host, spec.port, passive=spec.kind in ("server", "listener"))
             self.policy.check(spec.kind, target.address[0])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from webapp.engine.errors import BadSpec, Conflict, EngineError
 from webapp.engine.events import Address
+from webapp.engine.netns import new_socket
 
 MAX_BYTES = 65535  # the book's MAX_BYTES: big enough for any UDP datagram
 
@@ -24,6 +25,11 @@ class Target:
     family: socket.AddressFamily
     address: Address
     name: str  # what the person typed, for messages
+    netns: str | None = None  # the lab host's network namespace the socket lives in
+
+    def socket(self, kind: int = socket.SOCK_DGRAM, proto: int = 0) -> socket.socket:
+        """A new socket of this target's family, in its namespace when it has one."""
+        return new_socket(self.family, kind, proto, self.netns)
 
 
 def short(address: tuple) -> Address:
@@ -95,7 +101,7 @@ def open_bound(target: Target, *, reuse_addr: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to `target`, or an `EngineError` saying why not.
 
     `reuse_addr` sets SO_REUSEADDR first, so several sockets may share the port."""
-    sock = socket.socket(target.family, socket.SOCK_DGRAM)
+    sock = target.socket()
     try:
         sock.setblocking(False)
         if reuse_addr:
@@ -109,7 +115,7 @@ def open_bound(target: Target, *, reuse_addr: bool = False) -> socket.socket:
 
 def open_client(target: Target, *, connect: bool) -> socket.socket:
     """A non-blocking UDP socket for a client, connected to `target` when asked."""
-    sock = socket.socket(target.family, socket.SOCK_DGRAM)
+    sock = target.socket()
     try:
         sock.setblocking(False)
         if connect:

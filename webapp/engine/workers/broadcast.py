@@ -25,7 +25,7 @@ class BroadcastWorker(Worker):
     spec: BroadcastSpec
 
     def open(self) -> None:
-        self.sock = socket.socket(self.target.family, socket.SOCK_DGRAM)
+        self.sock = self.target.socket()
         self.sock.setblocking(False)
         if self.spec.so_broadcast:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)

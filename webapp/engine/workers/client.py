@@ -69,8 +69,10 @@ class ClientWorker(Worker):
         while True:
             sent_at = loop.time()
             self._send(data)
-            learned = (f" (learned from {self.rtt.samples} round trips)"
-                       if self.rtt and self.rtt.samples and attempt.tries == 1 else "")
+            learned = ""
+            if self.rtt and self.rtt.samples and attempt.tries == 1:
+                trips = self.rtt.samples
+                learned = f" (learned from {trips} round trip{'s' if trips > 1 else ''})"
             self.emit(Waiting, f"Waiting up to {attempt.delay:.4g} seconds for a reply{learned}",
                       delay=attempt.delay, attempt=attempt.tries)
             reply = await self._next_answer(loop, attempt, data)

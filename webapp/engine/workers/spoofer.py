@@ -7,7 +7,6 @@ attacker on the path can do, and what `connect()` and address checks cannot catc
 """
 
 import asyncio
-import socket
 
 from webapp.engine import forge
 from webapp.engine.events import Address, Error, Sent, format_address
@@ -27,9 +26,9 @@ class SpooferWorker(Worker):
 
     def open(self) -> None:
         if self.spec.forge:
-            self.sock = forge.open_raw()
+            self.sock = forge.open_raw(self.target.netns)
         else:
-            self.sock = socket.socket(self.target.family, socket.SOCK_DGRAM)
+            self.sock = self.target.socket()
             self.sock.setblocking(False)
         self.victim = short(self.target.address)
 

@@ -1,0 +1,208 @@
+"""Streams like iperf's UDP mode: the datagram format and the receiver's statistics as plain
+logic with fake times, then real streams on loopback, where a small receive buffer makes the
+kernel drop datagrams for real.
+"""
+
+import asyncio
+import tracemalloc
+
+import pytest
+
+from webapp.engine import Supervisor
+from webapp.engine import stream as streams
+from webapp.engine.stream import HEADER_SIZE, MAGIC, StreamStats, pack, unpack
+from webapp.engine.udp import kernel_queue
+from webapp.engine.workers import ServerWorker, StreamWorker, Worker
+
+LOOPBACK = "127.0.0.1"
+
+
+def of_type(worker: Worker, kind: str) -> list:
+    return [event for event in worker.history if event.type == kind]
+
+
+# --- the format and the statistics, without sockets -----------------------------------
+
+
+def test_pack_and_unpack_round_trip():
+    data = pack(7, 3, 1700000000.25, 100)
+    assert len(data) == 100 and data.startswith(MAGIC)
+    assert unpack(data) == (7, 3, 1700000000.25)
+    assert len(pack(1, 0, 0.0, 10)) == HEADER_SIZE == 28  # never shorter than the header
+    assert unpack(pack(2**32 - 1, streams.MAX_SEQ, 5.0, 28)) == (2**32 - 1, streams.MAX_SEQ, 5.0)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"FAKE", b"The time is 2026-01-01 00:00:00", MAGIC, pack(1, 2, 3.0, 40)[:27],
+    b"UDPLAB-X" + pack(1, 2, 3.0, 40)[8:],  # the wrong magic
+    pack(1, streams.MAX_SEQ + 1, 3.0, 40),  # a sequence number no stream of ours reaches
+])
+def test_other_data_is_not_a_stream(data):
+    assert unpack(data) is None
+
+
+def test_stats_count_loss_duplicates_and_reordering():
+    stats = StreamStats()
+    outcomes = [stats.receive(seq, sent=seq * 0.01, size=100, now=seq * 0.01 + 0.001)
+                for seq in (0, 1, 3, 2, 3, 5, 6, 6)]
+    assert outcomes == ["new", "new", "new", "reordered", "duplicate", "new", "new",
+                        "duplicate"]
+    assert stats.received == 6  # 0 1 3 2 5 6
+    assert stats.duplicates == 2
+    assert stats.reordered == 1
+    assert stats.highest == 6
+    assert stats.lost == 1  # 4 never came
+    assert stats.loss_rate == pytest.approx(1 / 7)
+    assert stats.bytes == 600
+    assert stats.to_dict() == {"received": 6, "lost": 1, "duplicates": 2, "reordered": 1,
+                               "loss_rate": round(1 / 7, 6), "jitter_ms": 0.0, "bytes": 600}
+
+
+def test_a_late_datagram_stops_counting_as_lost():
+    stats = StreamStats()
+    for seq in (0, 2):
+        stats.receive(seq, 0.0, 50, 0.0)
+    assert stats.lost == 1
+    stats.receive(1, 0.0, 50, 0.0)
+    assert (stats.lost, stats.reordered) == (0, 1)
+    assert StreamStats().loss_rate == 0.0  # nothing expected yet
+
+
+def test_jitter_is_zero_for_constant_transit_and_follows_rfc_3550_otherwise():
+    steady = StreamStats()
+    for seq in range(50):
+        steady.receive(seq, sent=seq * 0.01, size=64, now=seq * 0.01 + 0.002)
+    assert steady.jitter == pytest.approx(0.0, abs=1e-12)
+    shaky = StreamStats()
+    transits = [0.001, 0.003, 0.001, 0.004]
+    expected = 0.0
+    for seq, transit in enumerate(transits):
+        shaky.receive(seq, sent=10.0 + seq, size=64, now=10.0 + seq + transit)
+        if seq:
+            expected += (abs(transit - transits[seq - 1]) - expected) / 16
+    assert shaky.jitter == pytest.approx(expected)
+    assert shaky.jitter > 0
+    assert shaky.to_dict()["jitter_ms"] == round(expected * 1000, 3)
+
+
+# --- real streams on loopback ---------------------------------------------------------
+
+
+async def run_stream(sup: Supervisor, server: ServerWorker, **fields) -> StreamWorker:
+    sender = await sup.start({"kind": "stream", "port": server.local[1], **fields})
+    await asyncio.wait([sender.task], timeout=5)
+    assert sender.state == "finished", sender.state
+    return sender
+
+
+async def final_report(until, server: ServerWorker, sender: StreamWorker):
+    """The server's stream report that covers everything it counted of `sender`'s stream."""
+    key = (sender.local, sender.stream_id)
+    await until(lambda: key in server.streams, "the server to see the stream")
+    stats = server.streams[key]
+
+    def reported():
+        reports = [e for e in of_type(server, "stream") if e.stream == sender.stream_id]
+        return reports and reports[-1].stats["received"] == stats.received and reports[-1]
+
+    await until(reported, "a stream report with the final figures", 2.0)
+    return stats, reported()
+
+
+async def test_stream_through_a_normal_buffer(until):
+    # 50 000 datagrams/s of 200 bytes is 10 MB/s, easy for loopback and for a default receive
+    # buffer (212 992 bytes: about 166 such datagrams) as long as the sender paces itself.
+    # The receiver shares the sender's event loop, so a sender that catches up on a late
+    # wake-up with one long burst overflows that buffer before the server can read: the loss
+    # would then be the sender's doing, not the network's.
+    async with Supervisor() as sup:
+        server = await sup.start({"kind": "server", "port": 0})
+        sender = await run_stream(sup, server, count=2000, size=200, rate=50000)
+        assert sender.counters["sent"] == 2000
+        assert sender.counters["bytes_out"] == 2000 * 200
+        assert of_type(sender, "progress")[-1].message.startswith(
+            "Sent 2000 of 2000 datagrams of 200 bytes")
+        stats, report = await final_report(until, server, sender)
+        assert list(server.streams) == [(sender.local, sender.stream_id)]
+        print(f"\nnormal buffer: {stats.to_dict()}, kernel drops {report.kernel_drops}")
+        assert stats.duplicates == 0
+        assert stats.received + stats.lost == stats.highest + 1 <= 2000
+        assert report.peer == sender.local
+        assert report.stats == stats.to_dict()
+        assert f"Stream {sender.stream_id} from" in report.message
+        assert server.counters["replied"] == 0  # stream datagrams are counted, not answered
+        assert server.to_dict()["streams"][0]["received"] == stats.received
+        assert stats.received >= 1980, (
+            f"{2000 - stats.received} of 2000 datagrams lost through a default buffer "
+            f"(kernel drops {report.kernel_drops}): the sender's catch-up bursts overflow it")
+
+
+async def test_small_receive_buffer_drops_datagrams_for_real(until):
+    async with Supervisor() as sup:
+        server = await sup.start({"kind": "server", "port": 0, "rcvbuf": 2048})
+        sender = await run_stream(sup, server, count=20000, size=200, rate=200000)
+        stats, report = await final_report(until, server, sender)
+        print(f"\nrcvbuf 2048: sent {sender.counters['sent']}, {stats.to_dict()}, "
+              f"kernel drops {report.kernel_drops}")
+        assert stats.lost > 0
+        assert report.stats["lost"] == stats.lost > 0
+        assert report.kernel_drops is not None and report.kernel_drops > 0
+        assert server.counters["kernel_drops"] == report.kernel_drops
+        assert f"the kernel dropped {report.kernel_drops} datagram(s)" in report.message
+        assert stats.duplicates == 0
+        assert stats.received + stats.lost == stats.highest + 1 <= 20000
+        # every datagram the sender sent either arrived or the kernel dropped it
+        await until(lambda: kernel_queue(server.sock)[0] == 0, "the queue to be read")
+        assert stats.received + kernel_queue(server.sock)[1] == sender.counters["sent"] == 20000
+
+
+async def test_stream_to_a_closed_port_counts_errors_and_finishes(closed_port):
+    async with Supervisor() as sup:
+        sender = await sup.start({"kind": "stream", "port": closed_port, "count": 200,
+                                  "rate": 20000})
+        await asyncio.wait([sender.task], timeout=3)
+        assert sender.state == "finished"
+        errors = of_type(sender, "error")
+        assert sender.counters["errors"] == len(errors) > 0
+        assert all("Connection refused" in e.message for e in errors)
+        # each of the 200 datagrams was either sent or refused, and `sent` counts the former
+        assert sender.counters["bytes_out"] == sender.counters["sent"] * 100
+        assert sender.counters["sent"] + sender.counters["errors"] == 200
+
+
+async def test_plain_requests_are_still_answered_beside_a_stream(until, udp):
+    async with Supervisor() as sup:
+        server = await sup.start({"kind": "server", "port": 0})
+        sender = await sup.start({"kind": "stream", "port": server.local[1], "count": 500,
+                                  "size": 64, "rate": 5000})
+        plain = udp.open()
+        await until(lambda: server.streams, "the stream to arrive")
+        plain.sendto(b"hello", server.local)
+        not_ours = pack(1, streams.MAX_SEQ + 1, 0.0, 40)  # magic, but not a stream of ours
+        plain.sendto(not_ours, server.local)
+        assert await udp.receive(plain, 2) == [b"Your data was 5 bytes long",
+                                               b"Your data was 40 bytes long"]
+        await asyncio.wait([sender.task], timeout=3)
+        assert len(server.streams) == 1
+        assert server.counters["replied"] == 2
+        assert [e.text for e in of_type(server, "received")][0] == "hello"
+
+
+async def test_a_huge_sequence_number_costs_the_server_no_megabytes(until, udp):
+    # A server may face the LAN (remote labs). A datagram with the stream magic and a
+    # sequence number near MAX_SEQ must not make it allocate a bitmap of MAX_SEQ bits
+    # (12.5 MB) per stream: 64 such datagrams would then pin 800 MB.
+    async with Supervisor() as sup:
+        server = await sup.start({"kind": "server", "port": 0})
+        plain = udp.open()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for stream_id in range(4):
+                plain.sendto(pack(stream_id, streams.MAX_SEQ, 0.0, 40), server.local)
+            await until(lambda: server.counters["received"] == 4, "four datagrams")
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert len(server.streams) == 4
+        assert grown < 1_000_000, f"4 datagrams of 40 bytes cost the server {grown:,} bytes"

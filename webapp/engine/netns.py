@@ -1,0 +1,57 @@
+"""Sockets inside Linux network namespaces.
+
+Python 3.11 has no `os.setns`, so libc's `setns` is called through ctypes from a short-lived
+thread: a socket created by a thread that has entered a namespace stays in that namespace,
+and the main event loop can use it like any other.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import socket
+import threading
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def path(name: str) -> str:
+    """The file that holds a named namespace (`ip netns add NAME` makes it)."""
+    return os.path.join(NETNS_DIR, name)
+
+
+def socket_in(namespace: str, family: int, kind: int = socket.SOCK_DGRAM,
+              proto: int = 0) -> socket.socket:
+    """A new socket that lives in the named network namespace."""
+    result: dict[str, object] = {}
+
+    def make() -> None:
+        try:
+            fd = os.open(path(namespace), os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into {namespace}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result["socket"] = socket.socket(family, kind, proto)
+        except BaseException as exc:  # handed to the caller's thread below
+            result["error"] = exc
+
+    # The thread ends right after: its namespace change dies with it, the socket stays.
+    thread = threading.Thread(target=make, name=f"netns {namespace}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["socket"]  # type: ignore[return-value]
+
+
+def new_socket(family: int, kind: int = socket.SOCK_DGRAM, proto: int = 0,
+               namespace: str | None = None) -> socket.socket:
+    """A socket here, or in `namespace` when one is given."""
+    if namespace is None:
+        return socket.socket(family, kind, proto)
+    return socket_in(namespace, family, kind, proto)
