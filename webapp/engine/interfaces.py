@@ -141,11 +141,15 @@ def loopback_broadcast() -> str:
 def host_choices() -> list[tuple[str, str]]:
     """(address, label) for the host fields: loopback, all interfaces, then each interface."""
     choices = [("127.0.0.1", "loopback"), ("0.0.0.0", "all interfaces (servers only)")]
-    for name, address in ipv4_addresses():
-        if address != "127.0.0.1":
-            choices.append((address, name))
-    choices.append(("::1", "IPv6 loopback"))
-    return choices
+    ipv6 = [("::1", "IPv6 loopback")]
+    for interface in interfaces():
+        for a in interface.addresses:
+            if a.family == "ipv4" and a.address != "127.0.0.1":
+                choices.append((a.address, interface.name))
+            elif a.family == "ipv6" and a.address != "::1" \
+                    and not ipaddress.ip_address(a.address).is_link_local:
+                ipv6.append((a.address, interface.name))  # link-local ones need a scope id
+    return choices + ipv6
 
 
 def broadcast_choices() -> list[tuple[str, str]]:

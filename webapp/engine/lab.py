@@ -64,7 +64,11 @@ def can_build() -> bool:
 
 
 def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    try:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    except FileNotFoundError:
+        raise Refused("Building the lab needs the 'ip' command (Debian: apt-get install "
+                      "iproute2)", field="lab") from None
     if done.returncode != 0:
         raise Conflict(f"Building the lab failed at 'ip {' '.join(args)}': "
                        f"{done.stderr.strip() or done.returncode}")
@@ -72,7 +76,11 @@ def _ip(*args: str) -> None:
 
 def namespaces() -> list[str]:
     """Every network namespace on the machine whose name is ours (any instance)."""
-    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    try:
+        done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                              timeout=10)
+    except FileNotFoundError:  # no iproute2: there can be no lab either
+        return []
     return [line.split()[0] for line in done.stdout.splitlines()
             if line.startswith(PREFIX)]
 

@@ -122,6 +122,7 @@ def _message(field: str, value: Any) -> str | None:
 
 
 _SEED = _optional(_number(-(2**63), 2**63 - 1, integer=True))
+COMMON_RULES: dict[str, Callable[[str, Any], Any]] = {"where": _name}  # every kind takes these
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,6 +134,7 @@ class Spec:
     name: str | None = None
     host: str = "127.0.0.1"
     port: int | str = 1060
+    where: str | None = None  # a host of the virtual LAN; None: this machine itself
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Spec":
@@ -141,9 +143,9 @@ class Spec:
         for key, value in raw.items():
             if key == "kind":
                 continue
-            rule = cls.rules.get(key)
+            rule = cls.rules.get(key) or COMMON_RULES.get(key)
             if rule is None:
-                known = ", ".join(sorted(["kind", *cls.rules]))
+                known = ", ".join(sorted(["kind", *cls.rules, *COMMON_RULES]))
                 raise BadSpec(
                     f"Unknown field {key!r} for a {cls.kind}: the fields are {known}", field=key
                 )

@@ -5,6 +5,7 @@ and closes every socket.
 """
 
 import asyncio
+import dataclasses
 import itertools
 import socket
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from webapp.engine.bus import EventBus
 from webapp.engine.errors import BadSpec, Conflict, UnknownWorker
 from webapp.engine.events import Address, Error, Event, Removed, Stopped
+from webapp.engine.lab import Lab
 from webapp.engine.policy import Policy
 from webapp.engine.specs import SpooferSpec, parse_spec
 from webapp.engine.udp import Target, resolve
@@ -23,9 +25,10 @@ class Supervisor:
     """Owns the workers of one app: their tasks, sockets and event history."""
 
     def __init__(self, bus: EventBus | None = None, *, history: int = 1000,
-                 policy: Policy | None = None):
+                 policy: Policy | None = None, lab: Lab | None = None):
         self.bus = bus or EventBus()
         self.policy = policy or Policy()
+        self.lab = lab or Lab()
         self.history = history
         self.workers: dict[str, Worker] = {}
         self._numbers = itertools.count(1)
@@ -41,6 +44,8 @@ class Supervisor:
         for task in self._spawned:
             task.cancel()
         await self.stop_all()
+        if self.lab.built:
+            await asyncio.get_running_loop().run_in_executor(None, self.lab.teardown)
         group, self._group = self._group, None
         await group.__aexit__(*exc_info)
 
@@ -67,6 +72,8 @@ class Supervisor:
         else:
             target = await resolve(spec.host, spec.port, passive=spec.kind in ("server", "listener"))
             self.policy.check(spec.kind, target.address[0])
+            if spec.where:
+                target = dataclasses.replace(target, netns=self.lab.host(spec.where).namespace)
         worker = WORKER_CLASSES[spec.kind](worker_id, spec, target, self.bus,
                                            history=self.history)
         worker.source = source
@@ -203,6 +210,18 @@ class Supervisor:
         for worker_id in ended:
             await self.remove(worker_id)
         return ended
+
+    async def build_lab(self) -> Lab:
+        """Build the virtual LAN (off the event loop: it runs `ip` commands)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.lab.build)
+        return self.lab
+
+    async def teardown_lab(self) -> list[str]:
+        """Stop the workers placed on the lab, then delete its namespaces."""
+        for worker in list(self.workers.values()):
+            if worker.spec.where:
+                await self.stop(worker.id)
+        return await asyncio.get_running_loop().run_in_executor(None, self.lab.teardown)
 
     async def stop_all(self) -> None:
         """Stop every worker."""

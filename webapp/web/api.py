@@ -8,7 +8,9 @@ from fastapi import APIRouter, Request, WebSocket
 
 from webapp.engine import BadSpec, interfaces, ports, sockopts
 from webapp.engine.policy import LIMITED_BROADCAST
-from webapp.web.deps import BindingDep, ExperimentsDep, SettingsDep, SupervisorDep
+from webapp.web.deps import (
+    BindingDep, ExperimentsDep, LabScenariosDep, SettingsDep, SupervisorDep,
+)
 from webapp.web.stream import json_stream
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -44,6 +46,8 @@ SPEC_SCHEMA = {
                          "description": "stream: bytes per datagram; mtu-probe: first send"},
                 "so_broadcast": {"type": "boolean", "description": "broadcast: SO_BROADCAST"},
                 "reuse_addr": {"type": "boolean", "description": "server: SO_REUSEADDR"},
+                "where": {"type": "string",
+                          "description": "a virtual LAN host (h1..h4); absent: this machine"},
                 "rate": {"type": "number", "description": "stream: datagrams per second"},
                 "message": {"type": "string"},
                 "count": {"type": "integer", "minimum": 1},
@@ -195,6 +199,31 @@ async def binding(request: Request, binding: BindingDep) -> dict[str, Any]:
     if interface is not None and not isinstance(interface, str):
         raise BadSpec("'interface' must be an address such as 192.168.1.5", field="interface")
     return await binding.run(interface=interface or None)
+
+
+@router.get("/lab")
+async def get_lab(supervisor: SupervisorDep) -> dict[str, Any]:
+    """The virtual LAN: hosts (name, address, broadcast, mtu, subnet), router, subnets."""
+    return supervisor.lab.to_dict()
+
+
+@router.post("/lab", status_code=201)
+async def build_lab(supervisor: SupervisorDep) -> dict[str, Any]:
+    """Build the default virtual LAN (needs CAP_NET_ADMIN; 403 says how to get it)."""
+    return (await supervisor.build_lab()).to_dict()
+
+
+@router.delete("/lab")
+async def delete_lab(supervisor: SupervisorDep) -> dict[str, Any]:
+    """Stop the workers on the lab and delete its namespaces."""
+    removed = await supervisor.teardown_lab()
+    return {**supervisor.lab.to_dict(), "removed": removed}
+
+
+@router.post("/lab/scenarios/{name}", status_code=201)
+async def lab_scenario(name: str, scenarios: LabScenariosDep) -> dict[str, Any]:
+    """Run a one-click lab scenario: exchange, broadcast, mtu or binding."""
+    return await scenarios.run(name)
 
 
 @router.get("/workers/{worker_id}/events")

@@ -1,5 +1,6 @@
 """`create_app(settings)` assembles the app: engine, security guard, routes, error mapping."""
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from webapp import __version__
 from webapp.engine import EngineError, Supervisor
 from webapp.engine.experiments import BindingExplorer, Experiments
+from webapp.engine import lab
+from webapp.engine.labscenarios import LabScenarios
 from webapp.engine.policy import Policy
 from webapp.web import api, pages
 from webapp.web.render import Renderer, make_environment
@@ -27,10 +30,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         policy = Policy(allow_limited_broadcast=settings.allow_limited_broadcast)
+        loop = asyncio.get_running_loop()
+        orphans = await loop.run_in_executor(None, lab.clean_orphans)
+        if orphans:
+            log.info("removed %d namespaces left by a lab whose app was killed", len(orphans))
         async with Supervisor(history=settings.worker_history, policy=policy) as supervisor:
             app.state.supervisor = supervisor
             app.state.experiments = Experiments(supervisor)
             app.state.binding = BindingExplorer(supervisor)
+            app.state.lab_scenarios = LabScenarios(supervisor)
             yield
 
     app = FastAPI(

@@ -7,6 +7,7 @@ from starlette.requests import HTTPConnection
 
 from webapp.engine import Supervisor
 from webapp.engine.experiments import BindingExplorer, Experiments
+from webapp.engine.labscenarios import LabScenarios
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
@@ -23,6 +24,10 @@ def _binding(conn: HTTPConnection) -> BindingExplorer:
     return conn.app.state.binding
 
 
+def _lab_scenarios(conn: HTTPConnection) -> LabScenarios:
+    return conn.app.state.lab_scenarios
+
+
 def _renderer(conn: HTTPConnection) -> Renderer:
     return conn.app.state.renderer
 
@@ -33,6 +38,7 @@ def _settings(conn: HTTPConnection) -> Settings:
 
 SupervisorDep = Annotated[Supervisor, Depends(_supervisor)]
 BindingDep = Annotated[BindingExplorer, Depends(_binding)]
+LabScenariosDep = Annotated[LabScenarios, Depends(_lab_scenarios)]
 ExperimentsDep = Annotated[Experiments, Depends(_experiments)]
 RendererDep = Annotated[Renderer, Depends(_renderer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

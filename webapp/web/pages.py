@@ -15,9 +15,10 @@ from webapp.engine import EngineError
 from webapp.engine.interfaces import host_choices
 from webapp.engine import interfaces, ports, sockopts
 from webapp.engine.forge import can_forge
+from webapp.engine.labscenarios import SCENARIOS
 from webapp.engine.policy import LIMITED_BROADCAST
 from webapp.web.deps import (
-    BindingDep, ExperimentsDep, RendererDep, SettingsDep, SupervisorDep,
+    BindingDep, ExperimentsDep, LabScenariosDep, RendererDep, SettingsDep, SupervisorDep,
 )
 from webapp.web.stream import page_stream
 
@@ -51,6 +52,8 @@ def page(supervisor, renderer, settings, experiments, *, status: int = 200,
         options_html=Markup(_options_fragment(renderer, supervisor, options_worker)),
         binding_html=Markup(binding_html or partial("partials/_binding.html").render()),
         broadcasts=destinations,
+        lab=supervisor.lab.to_dict(),
+        lab_html=Markup(_lab_fragment(renderer, supervisor)),
         workers=list(supervisor.workers.values()),
         rows=renderer.render_rows(recent),
         render_card=renderer.render_card,
@@ -238,6 +241,57 @@ async def binding_from_page(request: Request, binding: BindingDep, supervisor: S
     if request.headers.get("hx-request") == "true":
         return HTMLResponse(fragment)
     return page(supervisor, renderer, settings, experiments, binding_html=fragment)
+
+
+def _lab_fragment(renderer, supervisor, *, error: str | None = None,
+                  result_html: str = "") -> str:
+    return renderer.env.get_template("partials/_lab.html").render(
+        lab=supervisor.lab.to_dict(), scenarios=SCENARIOS, error=error,
+        result_html=Markup(result_html or '<div id="lab-result"></div>'))
+
+
+async def _lab_action(request: Request, supervisor, renderer, action) -> Response:
+    error = None
+    try:
+        await action()
+    except EngineError as exc:
+        error = exc.message
+    if request.headers.get("hx-request") != "true":
+        return RedirectResponse("/#lab", status_code=303)
+    # On success the whole page reloads, so every form offers (or stops offering) the hosts.
+    headers = {} if error else {"HX-Refresh": "true"}
+    return HTMLResponse(_lab_fragment(renderer, supervisor, error=error), headers=headers)
+
+
+@router.post("/lab")
+async def build_lab_from_page(request: Request, supervisor: SupervisorDep,
+                              renderer: RendererDep) -> Response:
+    """The Lab panel's Build button. (The whole page reloads on the next visit so the forms
+    offer the lab's hosts; htmx swaps the panel now.)"""
+    return await _lab_action(request, supervisor, renderer, supervisor.build_lab)
+
+
+@router.post("/lab/delete")
+async def teardown_lab_from_page(request: Request, supervisor: SupervisorDep,
+                                 renderer: RendererDep) -> Response:
+    """The Lab panel's Tear down button."""
+    return await _lab_action(request, supervisor, renderer, supervisor.teardown_lab)
+
+
+@router.post("/lab/scenarios/{name}")
+async def lab_scenario_from_page(name: str, request: Request, scenarios: LabScenariosDep,
+                                 supervisor: SupervisorDep, renderer: RendererDep,
+                                 settings: SettingsDep,
+                                 experiments: ExperimentsDep) -> Response:
+    """A scenario button of the Lab panel."""
+    template = renderer.env.get_template("partials/_lab_result.html")
+    try:
+        fragment = template.render(run=await scenarios.run(name))
+    except EngineError as exc:
+        fragment = template.render(error=exc.message)
+    if request.headers.get("hx-request") == "true":
+        return HTMLResponse(fragment)
+    return HTMLResponse(_lab_fragment(renderer, supervisor, result_html=fragment))
 
 
 @router.post("/workers/{worker_id}/remove")

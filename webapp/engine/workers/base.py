@@ -94,6 +94,7 @@ class Worker:
             "spec": self.spec.to_dict(),
             "local": list(self.local) if self.local else None,
             "target": list(self.target.address[:2]),
+            "where": self.spec.where,
             "counters": dict(self.counters),
             "started": self.started,
             "ended": self.ended,

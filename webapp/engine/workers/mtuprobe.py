@@ -43,18 +43,23 @@ class MtuProbeWorker(Worker):
 
     def _try(self, size: int) -> bool:
         """Send `size` bytes; True if it left, False if too big for the path MTU."""
-        for _ in range(2):  # a refused port answers the *previous* send: try once more
+        for _ in range(3):
             try:
                 self.sock.send(b"#" * size)
                 self.counters["sent"] += 1
                 return True
             except OSError as exc:
-                if exc.errno == errno.EMSGSIZE:
+                # A connected socket reports an ICMP error about an *earlier* datagram on
+                # the next send: "port unreachable" as ECONNREFUSED, and a router's
+                # "fragmentation needed" as EMSGSIZE. Only an EMSGSIZE for a size above
+                # the path MTU is about this one; for the others, send again.
+                mtu = self._mtu()
+                if exc.errno == errno.EMSGSIZE and (not mtu or size > largest_payload(mtu)):
                     self.counters["too_big"] += 1
                     return False
-                if exc.errno != errno.ECONNREFUSED:
+                if exc.errno not in (errno.EMSGSIZE, errno.ECONNREFUSED):
                     raise
-        return True
+        return False
 
     def _mtu(self) -> int | None:
         try:
@@ -64,6 +69,9 @@ class MtuProbeWorker(Worker):
 
     async def run(self) -> str:
         size = self.spec.size
+        before = self._mtu()
+        self.emit(Mtu, f"Before the first send, IP_MTU is {before}: the MTU of the first link "
+                  "on the route, all the kernel knows so far", mtu=before)
         try:
             went = self._try(size)
         except OSError as exc:
