@@ -101,10 +101,13 @@ class LiveServer:
         return code
 
 
-def start_server(workdir: Path, *, pythonpath: Path = REPO, cwd: Path = REPO) -> LiveServer:
+def start_server(workdir: Path, *, pythonpath: Path = REPO, cwd: Path = REPO,
+                 args: tuple[str, ...] = (), wrapper: tuple[str, ...] = ()) -> LiveServer:
     """Start `python -m webapp --port 0` and wait until it answers /api/health.
 
-    `pythonpath` and `cwd` let a test run an unpacked wheel away from the checkout."""
+    `pythonpath` and `cwd` let a test run an unpacked wheel away from the checkout; `args`
+    are extra udplab options; `wrapper` goes before the command (e.g. setpriv dropping a
+    capability)."""
     token = secrets.token_urlsafe(32)
     env = dict(os.environ)
     env["UDPLAB_TOKEN"] = token
@@ -116,7 +119,7 @@ def start_server(workdir: Path, *, pythonpath: Path = REPO, cwd: Path = REPO) ->
     # full pipe, and the log stays readable after the process is gone.
     out, err = stdout_path.open("wb"), stderr_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "webapp", "--host", "127.0.0.1", "--port", "0"],
+        [*wrapper, sys.executable, "-m", "webapp", "--host", "127.0.0.1", "--port", "0", *args],
         cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
     )
     server = None
