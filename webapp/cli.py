@@ -47,7 +47,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-limited-broadcast", action="store_true",
                         help="allow sending to 255.255.255.255, which reaches every host on "
                         "every LAN this machine is attached to (refused by default)")
+    limits = parser.add_argument_group("limits (see README: exposing it on a LAN)")
+    limits.add_argument("--allow-net", action="append", default=[], metavar="CIDR",
+                        type=network, help="a real network workers may send to, such as "
+                        "192.168.1.0/24 (repeatable; loopback and the virtual LAN are always "
+                        "allowed)")
+    limits.add_argument("--worker-rate", type=float, default=1000.0, metavar="N",
+                        help="datagrams/s per sending worker towards real networks "
+                        "(default 1000)")
+    limits.add_argument("--worker-bytes", type=float, default=1_000_000.0, metavar="B",
+                        help="bytes/s per sending worker towards real networks "
+                        "(default 1000000)")
+    limits.add_argument("--app-factor", type=float, default=10.0, metavar="X",
+                        help="the whole app may send X times one worker's caps (default 10)")
+    limits.add_argument("--allow-amplification", action="store_true",
+                        help="let servers answer real networks with more bytes than they got")
+    limits.add_argument("--replies-per-source", type=float, default=100.0, metavar="N",
+                        help="replies/s a server sends one source on a real network "
+                        "(default 100)")
+    limits.add_argument("--max-workers", type=int, default=64, metavar="N",
+                        help="live workers at once (default 64)")
+    limits.add_argument("--max-watchers", type=int, default=32, metavar="N",
+                        help="WebSocket watchers at once (default 32)")
+    limits.add_argument("--max-token-failures", type=int, default=5, metavar="N",
+                        help="wrong tokens per client address per minute before refusing it "
+                        "(default 5; each one is answered more slowly; 0 turns this off)")
     return parser.parse_args(argv)
+
+
+def network(text: str) -> str:
+    """argparse type: a CIDR network, checked."""
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a network: write it like 192.168.1.0/24") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -84,6 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         token=os.environ.get("UDPLAB_TOKEN") or secrets.token_urlsafe(32),
         allowed_hosts=frozenset(h.lower() for h in args.allow_host) | own_addresses(args.host),
         allow_limited_broadcast=args.allow_limited_broadcast,
+        allowed_networks=tuple(args.allow_net),
+        worker_rate=args.worker_rate,
+        worker_bytes=args.worker_bytes,
+        app_factor=args.app_factor,
+        allow_amplification=args.allow_amplification,
+        replies_per_source=args.replies_per_source,
+        max_workers=args.max_workers,
+        max_watchers=args.max_watchers,
+        max_token_failures=args.max_token_failures,
     )
     app = create_app(settings)
 

@@ -216,7 +216,7 @@ async def test_promiscuous_client_gets_the_books_reply():
         assert answered.text == reply.text
         assert server.counters == {"received": 1, "dropped": 0, "replied": 1, "bytes_in": size,
                                    "bytes_out": len(reply.text), "waiting": 0,
-                                   "kernel_drops": 0, "errors": 0}
+                                   "kernel_drops": 0, "held_back": 0, "errors": 0}
         # every event went through the bus, numbered in order
         seqs = [event.seq for event in sup.bus.recent]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)

@@ -4,7 +4,9 @@
 """
 
 from webapp.engine.bus import EventBus, Subscription
-from webapp.engine.errors import BadSpec, Conflict, EngineError, Refused, UnknownWorker
+from webapp.engine.errors import (
+    BadSpec, Conflict, EngineError, Refused, TooMany, UnknownWorker,
+)
 from webapp.engine.supervisor import Supervisor
 
 __all__ = [
@@ -15,5 +17,6 @@ __all__ = [
     "Refused",
     "Subscription",
     "Supervisor",
+    "TooMany",
     "UnknownWorker",
 ]

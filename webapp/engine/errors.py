@@ -38,3 +38,9 @@ class UnknownWorker(EngineError):
     """No worker has this id."""
 
     status = 404
+
+
+class TooMany(EngineError):
+    """A cap is reached: live workers, watchers, attempts."""
+
+    status = 429

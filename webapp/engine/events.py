@@ -207,6 +207,14 @@ class Removed(Event):
     type: ClassVar[str] = "removed"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Throttled(Event):
+    """A worker sending to a real network is held to the operator's caps."""
+
+    type: ClassVar[str] = "throttled"
+    caps: str
+
+
 def format_address(address: Address | None) -> str:
     """An address as the book prints it: `('127.0.0.1', 1060)`."""
     return repr(tuple(address)) if address is not None else "(unbound)"

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from webapp.engine.bus import EventBus
-from webapp.engine.errors import BadSpec, Conflict, UnknownWorker
+from webapp.engine.errors import BadSpec, Conflict, TooMany, UnknownWorker
 from webapp.engine.events import Address, Error, Event, Removed, Stopped
 from webapp.engine.lab import Lab
 from webapp.engine.policy import Policy
@@ -57,13 +57,17 @@ class Supervisor:
         worker_id = spec.name or f"{spec.kind}-{next(self._numbers)}"
         while spec.name is None and worker_id in self.workers:
             worker_id = f"{spec.kind}-{next(self._numbers)}"
+        alive = sum(1 for w in self.workers.values() if w.alive)
+        if alive >= self.policy.max_workers:
+            raise TooMany(f"{alive} workers are running, the most this app allows: stop some "
+                          "(or Clear ended), or start udplab with a higher --max-workers")
         if worker_id in self.workers:
             raise Conflict(
                 f"A worker named {worker_id!r} already exists: pick another name, "
                 "or stop and remove that one first",
                 field="name",
             )
-        source = None
+        source, local = None, True
         if isinstance(spec, SpooferSpec) and spec.target:
             target, source = self._victim(spec.target)
             if spec.forge and target.family != socket.AF_INET:
@@ -71,13 +75,15 @@ class Supervisor:
                               field="forge")
         else:
             target = await resolve(spec.host, spec.port, passive=spec.kind in ("server", "listener"))
-            self.policy.check(spec.kind, target.address[0])
+            local = self.policy.check(spec.kind, list(target.addresses or [target.address[0]]))
             if spec.where:
                 target = dataclasses.replace(target, netns=self.lab.host(spec.where).namespace)
         worker = WORKER_CLASSES[spec.kind](worker_id, spec, target, self.bus,
                                            history=self.history)
         worker.source = source
         worker.peers = self.workers.values
+        worker.policy = self.policy
+        worker.throttle = None if local else self.policy.throttle()
         try:
             worker.open()
         except Conflict as exc:
@@ -214,6 +220,7 @@ class Supervisor:
     async def build_lab(self) -> Lab:
         """Build the virtual LAN (off the event loop: it runs `ip` commands)."""
         await asyncio.get_running_loop().run_in_executor(None, self.lab.build)
+        self.policy.lab_networks = tuple(self.lab.networks())
         return self.lab
 
     async def teardown_lab(self) -> list[str]:
@@ -221,7 +228,9 @@ class Supervisor:
         for worker in list(self.workers.values()):
             if worker.spec.where:
                 await self.stop(worker.id)
-        return await asyncio.get_running_loop().run_in_executor(None, self.lab.teardown)
+        removed = await asyncio.get_running_loop().run_in_executor(None, self.lab.teardown)
+        self.policy.lab_networks = ()
+        return removed
 
     async def stop_all(self) -> None:
         """Stop every worker."""

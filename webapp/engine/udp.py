@@ -26,6 +26,7 @@ class Target:
     address: Address
     name: str  # what the person typed, for messages
     netns: str | None = None  # the lab host's network namespace the socket lives in
+    addresses: tuple[str, ...] = ()  # every address the name resolved to (all are checked)
 
     def socket(self, kind: int = socket.SOCK_DGRAM, proto: int = 0) -> socket.socket:
         """A new socket of this target's family, in its namespace when it has one."""
@@ -59,7 +60,7 @@ async def resolve(host: str, port: int | str, *, passive: bool = False) -> Targe
     """
     number = await resolve_port(port)
     if passive and host in ("", "0.0.0.0", "*"):
-        return Target(socket.AF_INET, ("0.0.0.0", number), host)
+        return Target(socket.AF_INET, ("0.0.0.0", number), host, addresses=("0.0.0.0",))
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, number, type=socket.SOCK_DGRAM)
@@ -71,7 +72,8 @@ async def resolve(host: str, port: int | str, *, passive: bool = False) -> Targe
         ) from None
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
     family, _, _, _, sockaddr = infos[0]
-    return Target(family, sockaddr, host)
+    every = tuple(dict.fromkeys(info[4][0] for info in infos))
+    return Target(family, sockaddr, host, addresses=every)
 
 
 def bind_error(exc: OSError, target: Target) -> EngineError:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
@@ -69,6 +70,29 @@ SPEC_SCHEMA = {
 async def health() -> dict[str, str]:
     """Liveness; the only route that needs no token."""
     return {"status": "ok"}
+
+
+@router.get("/stats")
+async def stats(request: Request, supervisor: SupervisorDep) -> dict[str, Any]:
+    """How the app itself is doing: workers, watchers, asyncio tasks, open files, memory."""
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+        with open("/proc/self/status") as status:
+            rss = next((int(line.split()[1]) * 1024 for line in status
+                        if line.startswith("VmRSS:")), None)
+    except OSError:
+        fds, rss = None, None
+    return {
+        "workers": len(supervisor.workers),
+        "alive": sum(1 for w in supervisor.workers.values() if w.alive),
+        "watchers": request.app.state.watchers,
+        "tasks": len(asyncio.all_tasks()),
+        "open_files": fds,
+        "rss_bytes": rss,
+        "events_published": supervisor.bus.published,
+        "subscribers": supervisor.bus.subscriber_count,
+        "lab_built": supervisor.lab.built,
+    }
 
 
 @router.get("/workers")

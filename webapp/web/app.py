@@ -1,6 +1,7 @@
 """`create_app(settings)` assembles the app: engine, security guard, routes, error mapping."""
 
 import asyncio
+import ipaddress
 import logging
 from contextlib import asynccontextmanager
 
@@ -29,7 +30,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        policy = Policy(allow_limited_broadcast=settings.allow_limited_broadcast)
+        policy = Policy(
+            allow_limited_broadcast=settings.allow_limited_broadcast,
+            allowed_networks=tuple(ipaddress.ip_network(n) for n in settings.allowed_networks),
+            worker_rate=settings.worker_rate,
+            worker_bytes=settings.worker_bytes,
+            app_factor=settings.app_factor,
+            max_workers=settings.max_workers,
+            amplification=settings.allow_amplification,
+            replies_per_source=settings.replies_per_source,
+        )
         loop = asyncio.get_running_loop()
         orphans = await loop.run_in_executor(None, lab.clean_orphans)
         if orphans:
@@ -52,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.watchers = 0
     env = make_environment(settings.templates_dir)
     app.state.renderer = Renderer(env)
 

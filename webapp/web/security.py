@@ -3,15 +3,18 @@
 It is plain ASGI middleware so that HTTP requests and WebSockets pass the same checks.
 """
 
+import asyncio
 import hmac
 import html
 import json
+import time
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
 from webapp.web.settings import Settings
 
 OPEN_PATHS = ("/api/health", "/static/")
+FAILURE_WINDOW = 60.0  # seconds over which wrong tokens are counted per client address
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -40,14 +43,27 @@ class Guard:
         self.app = app
         self.settings = settings
         self.token = settings.token.encode()
+        self.failures: dict[str, list[float]] = {}  # client address -> times of wrong tokens
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        client = (scope.get("client") or ("?", 0))[0]
+        limit = self.settings.max_token_failures  # 0: no limit, no slowing down
+        recent = self._recent_failures(client)
+        if limit and len(recent) >= limit:
+            wait = int(FAILURE_WINDOW - (time.monotonic() - recent[0])) + 1
+            return await self.refuse(scope, receive, send, 429, (
+                f"Too many wrong tokens from {client}: wait {wait} s, then use the URL that "
+                "udplab printed when it started"))
         refusal = self.check(scope, headers)
         if refusal is not None:
             status, message = refusal
+            if status == 401 and limit and self._offered_token(scope, headers):
+                recent.append(time.monotonic())
+                self.failures[client] = recent
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** len(recent)))  # slow down guessing
             return await self.refuse(scope, receive, send, status, message)
         if scope["type"] == "http":
             send = self.with_headers(send)
@@ -62,10 +78,14 @@ class Guard:
                 "DNS rebinding): open it by its address, or start udplab with --allow-host"
             )
         path = scope["path"]
-        if scope["type"] == "http" and (
-            path in OPEN_PATHS or path.startswith("/static/") or self.is_login(scope)
-        ):
+        if scope["type"] == "http" and (path in OPEN_PATHS or path.startswith("/static/")):
             return None
+        if scope["type"] == "http" and self.is_login(scope):
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            if self.matches(query["token"][0]):
+                return None  # the page route sets the cookie and drops the token from the URL
+            return 401, ("That token is not this dashboard's: copy the whole URL that udplab "
+                         "printed when it started")
         by = self.authenticated_by(headers)
         if by is None:
             return 401, (
@@ -83,6 +103,23 @@ class Guard:
                     "with the Bearer token"
                 )
         return None
+
+    def _recent_failures(self, client: str) -> list[float]:
+        now = time.monotonic()
+        recent = [t for t in self.failures.get(client, ()) if now - t < FAILURE_WINDOW]
+        if recent:
+            self.failures[client] = recent
+        else:
+            self.failures.pop(client, None)
+        if len(self.failures) > 10_000:  # never grows without bound
+            self.failures.clear()
+        return recent
+
+    @staticmethod
+    def _offered_token(scope, headers: dict[str, str]) -> bool:
+        """Whether the request tried a token at all (a Bearer header or a session cookie)."""
+        return ("authorization" in headers or "udplab_" in headers.get("cookie", "")
+                or Guard.is_login(scope))
 
     def authenticated_by(self, headers: dict[str, str]) -> str | None:
         """'bearer' or 'cookie' when the request carries the right token, else None."""

@@ -30,6 +30,15 @@ class Settings:
     rows_per_flush: int = 50  # newest rows sent per message; counters stay exact regardless
     worker_history: int = 1000  # events kept per worker for GET /api/workers/{id}/events
     allow_limited_broadcast: bool = False  # may workers send to 255.255.255.255?
+    allowed_networks: tuple[str, ...] = ()  # --allow-net: real networks workers may send to
+    worker_rate: float = 1000.0  # datagrams/s per sending worker towards a real network
+    worker_bytes: float = 1_000_000.0  # bytes/s per sending worker towards a real network
+    app_factor: float = 10.0  # the whole app may send this many times one worker's cap
+    allow_amplification: bool = False  # servers may answer real networks with more bytes
+    replies_per_source: float = 100.0  # replies/s to one source on a real network
+    max_workers: int = 64  # live workers at once
+    max_watchers: int = 32  # WebSocket watchers at once (page and JSON streams together)
+    max_token_failures: int = 5  # wrong tokens per client address per minute before refusing
 
     @property
     def cookie_name(self) -> str:

@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from webapp.engine import Subscription, Supervisor
@@ -37,11 +38,21 @@ async def serve(websocket: WebSocket, subscription: Subscription, first: str,
                 await websocket.send_text(message)
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 
+    state, limit = websocket.app.state, websocket.app.state.settings.max_watchers
+    if state.watchers >= limit:
+        subscription.close()
+        await websocket.send_denial_response(JSONResponse(
+            {"error": f"{state.watchers} watchers are connected, the most this dashboard "
+                      "allows: close a tab, or start udplab with a higher --max-watchers"},
+            status_code=429))
+        return
+    state.watchers += 1
     await websocket.accept()
     tasks = [asyncio.create_task(receive()), asyncio.create_task(pump())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        state.watchers -= 1
         subscription.close()
         for task in tasks:
             task.cancel()

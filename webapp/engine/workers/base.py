@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from webapp.engine.bus import EventBus
-from webapp.engine.events import Address, Event
+from webapp.engine.events import Address, Event, Throttled
+from webapp.engine.policy import Policy
+from webapp.engine.ratelimit import Throttle
 from webapp.engine.specs import Spec
 from webapp.engine.udp import Target
 
@@ -25,6 +27,9 @@ class Worker:
     counter_names: ClassVar[tuple[str, ...]]
     source: Address | None = None  # an impostor's forged source; see SpooferWorker
     peers: Callable[[], Iterable["Worker"]] = staticmethod(lambda: ())  # set by the supervisor
+    policy: Policy = Policy()  # the app's, set by the supervisor
+    throttle: Throttle | None = None  # set when the worker sends to a real network
+    throttled = False  # whether the caps have held this worker back yet
 
     def __init__(self, worker_id: str, spec: Spec, target: Target, bus: EventBus, *,
                  history: int = 1000):
@@ -70,6 +75,19 @@ class Worker:
         self.bus.publish(event)
         return event
 
+    async def pace(self, size: int) -> None:
+        """Wait as long as the send caps require before sending `size` bytes (towards a real
+        network only); the first time, say so in an event."""
+        if self.throttle is None:
+            return
+        loop = asyncio.get_running_loop()
+        while (wait := self.throttle.delay(size, loop.time())) > 0:
+            if not self.throttled:
+                self.throttled = True
+                self.emit(Throttled, f"Throttled to the send caps towards a real network: "
+                          f"{self.policy.describe_caps()}", caps=self.policy.describe_caps())
+            await asyncio.sleep(wait)
+
     def close(self) -> None:
         """Stop reading and close the socket; safe to call twice."""
         if self.sock is not None:
@@ -95,6 +113,7 @@ class Worker:
             "local": list(self.local) if self.local else None,
             "target": list(self.target.address[:2]),
             "where": self.spec.where,
+            "throttled": self.throttled,
             "counters": dict(self.counters),
             "started": self.started,
             "ended": self.ended,

@@ -40,6 +40,7 @@ class BroadcastWorker(Worker):
         return "finished"
 
     async def _send(self, data: bytes) -> None:
+        await self.pace(len(data))
         since = time.time()
         try:
             self.sock.sendto(data, self.target.address)

@@ -67,6 +67,7 @@ class ClientWorker(Worker):
         first = self.rtt.timeout(self.spec.timeout) if self.rtt else None
         attempt = Attempt(self.spec.schedule, loop.time(), first=first, rng=self.random)
         while True:
+            await self.pace(len(data))
             sent_at = loop.time()
             self._send(data)
             learned = ""

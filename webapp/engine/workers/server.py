@@ -16,6 +16,7 @@ from webapp.engine.events import (
     format_address,
 )
 from webapp.engine.payload import length_reply, show
+from webapp.engine.ratelimit import TokenBucket
 from webapp.engine.specs import ServerSpec
 from webapp.engine.udp import (
     MAX_BYTES, describe_os_error, kernel_queue, open_bound, short, waiting_datagrams,
@@ -61,7 +62,7 @@ class ServerWorker(Worker):
 
     kind = "server"
     counter_names = ("received", "dropped", "replied", "bytes_in", "bytes_out", "waiting",
-                     "kernel_drops", "errors")
+                     "kernel_drops", "held_back", "errors")
     spec: ServerSpec
 
     def open(self) -> None:
@@ -76,6 +77,8 @@ class ServerWorker(Worker):
         self._timers: set[asyncio.TimerHandle] = set()
         self._poller: asyncio.TimerHandle | None = None
         self._reporter: asyncio.TimerHandle | None = None
+        self._local_peers: dict[str, bool] = {}
+        self._per_source: dict[str, TokenBucket] = {}
         self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.emit(Listening, f"Listening at {format_address(self.local)}", local=self.local)
 
@@ -164,10 +167,45 @@ class ServerWorker(Worker):
             self.emit(Received, f"The client at {where} says {text!r}",
                       local=local, peer=peer, size=size, text=text)
             reply = self.responder.answer(data)
-            if reply is not None:
+            if reply is not None and self._may_reply(reply, size, peer):
                 self._schedule_replies(reply, address, peer)
 
     # --- replying ---------------------------------------------------------------------
+
+    def _may_reply(self, reply: bytes, size: int, peer: tuple) -> bool:
+        """Towards a real network: no reply bigger than the request, and a rate per source.
+        Loopback and the virtual LAN get every answer at full speed."""
+        local = self._local_peers.get(peer[0])
+        if local is None:
+            if len(self._local_peers) > 4096:
+                self._local_peers.clear()
+            local = self._local_peers[peer[0]] = self.policy.is_local(peer[0])
+        if local:
+            return True
+        reason = None
+        if len(reply) > size and not self.policy.amplification:
+            reason = (f"the reply ({len(reply)} bytes) is bigger than the request ({size} "
+                      "bytes), and servers do not amplify towards real networks")
+        else:
+            bucket = self._per_source.get(peer[0])
+            if bucket is None:
+                if len(self._per_source) > 4096:
+                    self._per_source.clear()
+                rate = self.policy.replies_per_source
+                bucket = self._per_source[peer[0]] = TokenBucket(rate, rate)
+            now = asyncio.get_running_loop().time()
+            if bucket.wait(1, now) > 0:
+                reason = (f"{peer[0]} already got {self.policy.replies_per_source:g} replies "
+                          "this second, the cap per source on a real network")
+            else:
+                bucket.take(1, now)
+        if reason is None:
+            return True
+        self.counters["held_back"] += 1
+        if self.counters["held_back"] == 1 or self.counters["held_back"] % 1000 == 0:
+            self.emit(Error, f"Not replying to {format_address(peer)}: {reason} "
+                      f"({self.counters['held_back']} held back so far)", error=reason)
+        return False
 
     def _schedule_replies(self, reply: bytes, address: tuple, peer: tuple) -> None:
         copies = 2 if self.spec.duplicate else 1

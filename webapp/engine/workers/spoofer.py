@@ -37,6 +37,7 @@ class SpooferWorker(Worker):
         for number in range(self.spec.count):
             if number:
                 await asyncio.sleep(self.spec.interval)
+            await self.pace(len(data))
             self._send(data, number)
         return "finished"
 

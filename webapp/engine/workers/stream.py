@@ -38,6 +38,9 @@ class StreamWorker(Worker):
         seq = 0  # the next sequence number; a datagram the kernel refused keeps its number
         while seq < spec.count:
             due = min(spec.count, seq + MAX_BURST, int((loop.time() - start) * spec.rate) + 1)
+            if self.throttle is not None:  # towards a real network: one at a time, capped
+                due = seq + 1
+                await self.pace(spec.size)
             while seq < due:
                 header = stream.HEADER.pack(stream.MAGIC, self.stream_id, seq, time.time())
                 try:
