@@ -4,6 +4,8 @@
 #   make run          start the dashboard (make run HOST=0.0.0.0 PORT=8080)
 #   make test-setup   setup + test extras + Debian's chromium (apt-get, as root)
 #   make test         run pytest (make test PYTEST_ARGS='-k health -x')
+#   make bench        test-setup + the benchmark suite (bench/run.py, ~5 min); prints a table
+#                     (make bench BENCH_ARGS='--only echo,memory'); not part of `make test`
 #   make clean        remove everything set-up made
 #
 # Stamp files (in .venv/ and node_modules/) make a second run fast; they are redone
@@ -20,6 +22,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 INSTALL_STAMP := $(VENV)/.udplab-install.stamp
 TEST_STAMP := $(VENV)/.udplab-test-deps.stamp
@@ -28,7 +31,7 @@ HTMX_DIST := node_modules/htmx.org/dist
 VENDOR_FILES := $(addprefix static/vendor/,htmx.min.js hx-ws.min.js swagger-ui-bundle.js swagger-ui.css)
 
 CHROMIUM := /usr/bin/chromium
-APT_PACKAGES := chromium fonts-dejavu-core fonts-liberation
+APT_PACKAGES := chromium fonts-dejavu-core fonts-liberation tshark
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # HOST/PORT are honoured only when given on the make command line: some shells export
@@ -41,7 +44,7 @@ ifeq ($(origin PORT),command line)
 RUN_ARGS += --port $(PORT)
 endif
 
-.PHONY: setup run test-setup test chromium clean
+.PHONY: setup run test-setup test bench chromium clean
 
 setup: $(INSTALL_STAMP) $(VENDOR_FILES)
 	@:
@@ -57,6 +60,11 @@ test: test-setup
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit code 5): failing" >&2; \
 	elif [ $$rc -ne 0 ]; then echo "make test: pytest failed (exit code $$rc)" >&2; fi; \
 	exit $$rc
+
+# Benchmarks (issue 8): C tools are built from bench/c/ into bench/build/ (git-ignored).
+# Exits 0 whether or not the targets hold; 1 only if a benchmark failed to run.
+bench: test-setup
+	@$(VPY) bench/run.py $(BENCH_ARGS)
 
 # --- Python -------------------------------------------------------------------
 
@@ -102,7 +110,7 @@ static/vendor/%: $(NPM_STAMP)
 
 chromium:
 	@fonts_ok=1; dpkg-query -W -f='$${Status}' fonts-dejavu-core 2>/dev/null | grep -q 'ok installed' || fonts_ok=0; \
-	if [ ! -x $(CHROMIUM) ] || [ $$fonts_ok = 0 ]; then \
+	if [ ! -x $(CHROMIUM) ] || [ $$fonts_ok = 0 ] || ! command -v tshark >/dev/null; then \
 	  echo "test-setup: apt-get install $(APT_PACKAGES)"; \
 	  log=$$(mktemp); \
 	  if ! { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \

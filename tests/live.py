@@ -111,6 +111,7 @@ def start_server(workdir: Path, *, pythonpath: Path = REPO, cwd: Path = REPO,
     token = secrets.token_urlsafe(32)
     env = dict(os.environ)
     env["UDPLAB_TOKEN"] = token
+    env["XDG_DATA_HOME"] = str(workdir / "xdg")  # each app's history database in its workdir
     env["PYTHONPATH"] = str(pythonpath)
     env["PYTHONUNBUFFERED"] = "1"
     workdir.mkdir(parents=True, exist_ok=True)

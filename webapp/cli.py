@@ -9,9 +9,11 @@ import secrets
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import uvicorn
 
+from webapp.engine.history import default_data_dir
 from webapp.engine.interfaces import ipv4_addresses
 from webapp.web import Settings, create_app
 
@@ -47,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-limited-broadcast", action="store_true",
                         help="allow sending to 255.255.255.255, which reaches every host on "
                         "every LAN this machine is attached to (refused by default)")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="where the history database lives (default "
+                        "$XDG_DATA_HOME/udplab, else ~/.local/share/udplab)")
+    parser.add_argument("--history-events", type=int, default=10_000, metavar="N",
+                        help="events kept per worker in the history, the newest "
+                        "(default 10000; the count of older ones is kept)")
     limits = parser.add_argument_group("limits (see README: exposing it on a LAN)")
     limits.add_argument("--allow-net", action="append", default=[], metavar="CIDR",
                         type=network, help="a real network workers may send to, such as "
@@ -127,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         max_workers=args.max_workers,
         max_watchers=args.max_watchers,
         max_token_failures=args.max_token_failures,
+        data_dir=args.data_dir or default_data_dir(),
+        history_events=args.history_events,
     )
     app = create_app(settings)
 

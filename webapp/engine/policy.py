@@ -34,16 +34,24 @@ class Policy:
     lab_networks: tuple[Network, ...] = ()
     _shared: tuple[TokenBucket, TokenBucket] | None = field(default=None, repr=False)
 
-    def is_local(self, address: str) -> bool:
-        """Loopback or the virtual LAN: no caps there."""
+    def is_local(self, address: str, in_lab: bool = False) -> bool:
+        """Loopback, or (for a worker placed on a lab host) the virtual LAN: no caps there."""
         ip = ipaddress.ip_address(address.split("%")[0])
-        return any(ip in net for net in (*LOOPBACK, *self.lab_networks)
-                   if ip.version == net.version)
+        nets = (*LOOPBACK, *self.lab_networks) if in_lab else LOOPBACK
+        return any(ip in net for net in nets if ip.version == net.version)
 
-    def check(self, kind: str, addresses: list[str] | str) -> bool:
+    def in_lab_network(self, address: str) -> bool:
+        """Whether `address` belongs to the virtual LAN's subnets."""
+        ip = ipaddress.ip_address(address.split("%")[0])
+        return any(ip in net for net in self.lab_networks if ip.version == net.version)
+
+    def check(self, kind: str, addresses: list[str] | str, *, in_lab: bool = False) -> bool:
         """Raise `Refused` (403) unless a worker of `kind` may send to every address.
 
-        Returns True when all of them are local (loopback or the lab): no throttling."""
+        `in_lab` says the worker sits on a lab host: it may reach the lab's subnets, and
+        nothing else but its own loopback (the lab has no route out). A worker on the machine
+        itself may not send into the lab: the machine has no route there, so it would leave
+        by the default route. Returns True when every address is local: no throttling."""
         if kind not in SENDING_KINDS:
             return True
         if isinstance(addresses, str):
@@ -59,8 +67,18 @@ class Policy:
                         "with --allow-limited-broadcast", field="host")
                 local = False
                 continue
-            if self.is_local(address):
+            if self.is_local(address, in_lab):
                 continue
+            if self.in_lab_network(address) and not in_lab:
+                raise Refused(
+                    f"{address} is in the virtual LAN, which only its own hosts can reach: "
+                    "place the worker on a lab host (the 'where' field, such as h1)",
+                    field="where")
+            if in_lab:
+                raise Refused(
+                    f"A worker on a lab host can reach only the virtual LAN ("
+                    f"{', '.join(str(n) for n in self.lab_networks)}) and its own loopback, "
+                    f"not {address}", field="host")
             ip = ipaddress.ip_address(address.split("%")[0])
             if not any(ip in net for net in self.allowed_networks if ip.version == net.version):
                 width = 32 if ip.version == 4 else 128

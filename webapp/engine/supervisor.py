@@ -69,13 +69,15 @@ class Supervisor:
             )
         source, local = None, True
         if isinstance(spec, SpooferSpec) and spec.target:
-            target, source = self._victim(spec.target)
+            target, source = self._victim(spec.target, spec.where)
+            self.policy.check(spec.kind, [target.address[0]], in_lab=bool(spec.where))
             if spec.forge and target.family != socket.AF_INET:
                 raise BadSpec("Forging builds IPv4 packets only: aim at an IPv4 client",
                               field="forge")
         else:
             target = await resolve(spec.host, spec.port, passive=spec.kind in ("server", "listener"))
-            local = self.policy.check(spec.kind, list(target.addresses or [target.address[0]]))
+            local = self.policy.check(spec.kind, list(target.addresses or [target.address[0]]),
+                                      in_lab=bool(spec.where))
             if spec.where:
                 target = dataclasses.replace(target, netns=self.lab.host(spec.where).namespace)
         worker = WORKER_CLASSES[spec.kind](worker_id, spec, target, self.bus,
@@ -135,8 +137,10 @@ class Supervisor:
             self.bus.publish(Error(seq=self.bus.next_seq(), time=time.time(), worker=name,
                                    message=f"The {name} failed: {exc}", error=repr(exc)))
 
-    def _victim(self, client_id: str) -> tuple[Target, Address]:
-        """Where to send an impostor's datagram for a client worker, and whom to pretend to be."""
+    def _victim(self, client_id: str, where: str | None) -> tuple[Target, Address]:
+        """Where to send an impostor's datagram for a client worker, and whom to pretend to be.
+
+        The impostor must be where the client is: on the machine, or on a lab host."""
         client = self.workers.get(client_id)
         if client is None or client.kind != "client":
             raise BadSpec(f"There is no client worker {client_id!r} to target: start the "
@@ -146,8 +150,20 @@ class Supervisor:
                            "sent anything, or it has ended): start it, then the impostor",
                            field="target")
         host, port = client.local
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-        return Target(client.target.family, (host, port), client_id), client.server
+        if bool(client.spec.where) != bool(where):
+            place = (f"on a lab host (the client is on {client.spec.where})"
+                     if client.spec.where else "on this machine, like the client")
+            raise BadSpec(f"Put the impostor {place}: the machine and the virtual LAN cannot "
+                          "reach each other", field="where")
+        if client.spec.where:
+            netns = self.lab.host(where).namespace
+            if host in ("0.0.0.0", "::"):
+                host = self.lab.host(client.spec.where).address
+        else:
+            netns = None
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return (Target(client.target.family, (host, port), client_id, netns=netns),
+                client.server)
 
     async def _run(self, worker: Worker) -> None:
         state = "failed"

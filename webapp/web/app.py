@@ -16,7 +16,7 @@ from webapp.engine.experiments import BindingExplorer, Experiments
 from webapp.engine import lab
 from webapp.engine.labscenarios import LabScenarios
 from webapp.engine.policy import Policy
-from webapp.web import api, pages
+from webapp.web import api, history, pages
 from webapp.web.render import Renderer, make_environment
 from webapp.web.security import Guard
 from webapp.web.settings import Settings
@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         orphans = await loop.run_in_executor(None, lab.clean_orphans)
         if orphans:
             log.info("removed %d namespaces left by a lab whose app was killed", len(orphans))
-        async with Supervisor(history=settings.worker_history, policy=policy) as supervisor:
+        async with Supervisor(history=settings.worker_history, policy=policy) as supervisor, \
+                history.running(app, supervisor, settings.data_dir,
+                                cap=settings.history_events):
             app.state.supervisor = supervisor
             app.state.experiments = Experiments(supervisor)
             app.state.binding = BindingExplorer(supervisor)
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(history.router)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

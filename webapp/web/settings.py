@@ -4,6 +4,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from webapp.engine.history import default_data_dir
+
 PACKAGE = Path(__file__).resolve().parent.parent
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -38,6 +40,8 @@ class Settings:
     replies_per_source: float = 100.0  # replies/s to one source on a real network
     max_workers: int = 64  # live workers at once
     max_watchers: int = 32  # WebSocket watchers at once (page and JSON streams together)
+    data_dir: Path = field(default_factory=default_data_dir)  # the history database; --data-dir
+    history_events: int = 10_000  # events kept per worker in the history (the newest)
     max_token_failures: int = 5  # wrong tokens per client address per minute before refusing
 
     @property

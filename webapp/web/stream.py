@@ -7,7 +7,7 @@ once (a handler stuck on its queue would hang uvicorn's shutdown).
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -47,9 +47,10 @@ async def serve(websocket: WebSocket, subscription: Subscription, first: str,
             status_code=429))
         return
     state.watchers += 1
-    await websocket.accept()
-    tasks = [asyncio.create_task(receive()), asyncio.create_task(pump())]
+    tasks: list[asyncio.Task] = []
     try:
+        await websocket.accept()
+        tasks = [asyncio.create_task(receive()), asyncio.create_task(pump())]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         state.watchers -= 1

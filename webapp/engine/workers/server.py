@@ -179,7 +179,8 @@ class ServerWorker(Worker):
         if local is None:
             if len(self._local_peers) > 4096:
                 self._local_peers.clear()
-            local = self._local_peers[peer[0]] = self.policy.is_local(peer[0])
+            local = self._local_peers[peer[0]] = self.policy.is_local(
+                peer[0], in_lab=bool(self.spec.where))
         if local:
             return True
         reason = None

@@ -1,0 +1,144 @@
+"""The recorder: feeds the history store from the event bus, off the UDP path.
+
+A bus subscription collects events without ever making a worker wait; every `interval`
+seconds (≤ 1 s) the recorder drains it, notes each worker's state and counters, and writes it
+all in one transaction in its own thread, so the event loop never blocks on the disk. A crash
+or SIGKILL loses at most the last interval.
+"""
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from webapp.engine.history import HistoryStore, WorkerRecord
+from webapp.engine.supervisor import Supervisor
+from webapp.engine.workers import Worker
+
+log = logging.getLogger("udplab.history")
+
+# Events that say a worker's state changed, and to what.
+STATE_OF = {"paused": lambda e: "paused", "resumed": lambda e: "running",
+            "stopped": lambda e: e.state}
+
+
+class _Tracked:
+    """What the recorder remembers of one live worker between flushes."""
+
+    __slots__ = ("worker", "record", "seen")
+
+    def __init__(self, worker: Worker, record: WorkerRecord):
+        self.worker = worker
+        self.record = record
+        self.seen: tuple = ()
+
+
+class Recorder:
+    """Records one session (this app run) of a supervisor into a store."""
+
+    def __init__(self, supervisor: Supervisor, store: HistoryStore, *, interval: float = 0.5,
+                 queue: int = 200_000):
+        self.supervisor = supervisor
+        self.store = store
+        self.interval = interval
+        self.queue = queue
+        self.session: int | None = None
+        self._tracked: dict[str, _Tracked] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="udplab-history")
+        self._lock = asyncio.Lock()
+        self._subscription = None
+        self._task: asyncio.Task | None = None
+
+    async def call(self, fn, *args: Any) -> Any:
+        """Run a store method in the store's own thread (one at a time) and await it."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def __aenter__(self) -> "Recorder":
+        self.session = await self.call(self.store.new_session, time.time())
+        self._subscription = self.supervisor.bus.subscribe(maxlen=self.queue)
+        self._task = asyncio.create_task(self._run(), name="history recorder")
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._task.cancel()
+        await asyncio.wait([self._task])
+        try:
+            await self.flush()
+            await self.call(self.store.end_session, self.session, time.time())
+        finally:
+            self._subscription.close()
+            await self.call(self.store.close)
+            self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+            except Exception:  # a full disk must not take the app (or its workers) down
+                log.exception("could not write the history to %s", self.store.path)
+
+    async def flush(self) -> None:
+        """Write everything that happened since the last flush (now, not at the next tick)."""
+        async with self._lock:
+            events, lost = self._subscription.drain()
+            records = self._collect(events)
+            if records or lost:
+                await self.call(self.store.write, self.session, records, lost)
+            for record in records:
+                record.states, record.events, record.dropped = [], [], 0
+
+    def _track(self, worker: Worker) -> _Tracked:
+        tracked = self._tracked.get(worker.id)
+        if tracked is None or tracked.worker is not worker:  # new, or an id used again
+            record = WorkerRecord(id=None, worker=worker.id, kind=worker.kind,
+                                  spec=worker.spec.to_dict(), state="running", local=None,
+                                  target=None, counters={}, started=worker.started, ended=None,
+                                  states=[(worker.started, "running")])
+            tracked = self._tracked[worker.id] = _Tracked(worker, record)
+        return tracked
+
+    def _collect(self, events: list) -> list[WorkerRecord]:
+        """The records to write: every worker with news since the last flush."""
+        dirty: dict[int, _Tracked] = {}
+        live = self.supervisor.workers
+        for event in events:
+            worker = live.get(event.worker)
+            tracked = self._track(worker) if worker is not None else \
+                self._tracked.get(event.worker)
+            if tracked is None:
+                continue  # not a worker's (an experiment's own error): nothing to file it under
+            record = tracked.record
+            record.events.append(event)
+            if event.type in STATE_OF:
+                state = STATE_OF[event.type](event)
+                if state != record.state:
+                    record.state = state
+                    record.states.append((event.time, state))
+            dirty[id(tracked)] = tracked
+        for worker in list(live.values()):
+            tracked = self._track(worker)
+            record = tracked.record
+            seen = (worker.state, worker.local, tuple(worker.counters.items()), worker.ended)
+            if seen != tracked.seen or record.id is None:
+                tracked.seen = seen
+                if worker.state != record.state:
+                    record.state = worker.state
+                    record.states.append((worker.ended or time.time(), worker.state))
+                record.local = list(worker.local) if worker.local else None
+                record.target = list(worker.target.address[:2])
+                record.counters = dict(worker.counters)
+                record.ended = worker.ended
+                dirty[id(tracked)] = tracked
+        cap = self.store.cap
+        for tracked in dirty.values():
+            record = tracked.record
+            if len(record.events) > cap:  # the store keeps only the newest anyway
+                record.dropped += len(record.events) - cap
+                del record.events[:-cap]
+        # Forget workers that are gone from the supervisor and have nothing more to say.
+        for worker_id in [i for i, t in self._tracked.items()
+                          if i not in live and id(t) not in dirty]:
+            del self._tracked[worker_id]
+        return [t.record for t in dirty.values()]
