@@ -215,6 +215,15 @@ class Throttled(Event):
     caps: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step(Event):
+    """A recipe's narration: what its next step does, in plain words."""
+
+    type: ClassVar[str] = "step"
+    recipe: str
+    index: int
+
+
 def format_address(address: Address | None) -> str:
     """An address as the book prints it: `('127.0.0.1', 1060)`."""
     return repr(tuple(address)) if address is not None else "(unbound)"

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, WebSocket
 from webapp.engine import BadSpec, interfaces, ports, sockopts
 from webapp.engine.policy import LIMITED_BROADCAST
 from webapp.web.deps import (
-    BindingDep, ExperimentsDep, LabScenariosDep, SettingsDep, SupervisorDep,
+    BindingDep, ExperimentsDep, LabScenariosDep, RecipesDep, SettingsDep, SupervisorDep,
 )
 from webapp.web.stream import json_stream
 
@@ -248,6 +248,43 @@ async def delete_lab(supervisor: SupervisorDep) -> dict[str, Any]:
 async def lab_scenario(name: str, scenarios: LabScenariosDep) -> dict[str, Any]:
     """Run a one-click lab scenario: exchange, broadcast, mtu or binding."""
     return await scenarios.run(name)
+
+
+@router.get("/recipes")
+async def list_recipes(recipes: RecipesDep) -> dict[str, list]:
+    """The recipes (one per section of the chapter), from their data files."""
+    return {"recipes": recipes.catalogue()}
+
+
+@router.post("/recipes/{name}", status_code=201)
+async def play_recipe(name: str, request: Request, recipes: RecipesDep,
+                      supervisor: SupervisorDep) -> dict[str, Any]:
+    """Start a recipe. `{"wait": true}` answers when every step has run; otherwise it plays in
+    the background and `GET /api/recipes/runs/{id}` shows how far it got."""
+    raw = await _json_body(request, default={})
+    if not isinstance(raw, dict) or set(raw) - {"wait", "step"}:
+        raise BadSpec("The body may only have 'wait' (true: answer when done) and 'step' "
+                      "(true: play only the first step)")
+    run = recipes.start(name)
+    if raw.get("step"):
+        await recipes.next(run)
+    elif raw.get("wait"):
+        await recipes.play_all(run)
+    else:
+        supervisor.spawn(recipes.play_all(run), name=f"recipe {run.id}")
+    return run.to_dict()
+
+
+@router.get("/recipes/runs/{run_id}")
+async def recipe_run(run_id: str, recipes: RecipesDep) -> dict[str, Any]:
+    """A recipe run: each step with the book's words and what happened."""
+    return recipes.get(run_id).to_dict()
+
+
+@router.post("/recipes/runs/{run_id}/next")
+async def recipe_next(run_id: str, recipes: RecipesDep) -> dict[str, Any]:
+    """Play the next step of a run."""
+    return (await recipes.next(recipes.get(run_id))).to_dict()
 
 
 @router.get("/workers/{worker_id}/events")

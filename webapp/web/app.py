@@ -16,6 +16,7 @@ from webapp.engine.experiments import BindingExplorer, Experiments
 from webapp.engine import lab
 from webapp.engine.labscenarios import LabScenarios
 from webapp.engine.policy import Policy
+from webapp.engine.recipes import Recipes
 from webapp.web import api, history, pages
 from webapp.web.render import Renderer, make_environment
 from webapp.web.security import Guard
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.experiments = Experiments(supervisor)
             app.state.binding = BindingExplorer(supervisor)
             app.state.lab_scenarios = LabScenarios(supervisor)
+            app.state.recipes = Recipes(
+                supervisor, app.state.experiments, app.state.binding, app.state.lab_scenarios)
             yield
 
     app = FastAPI(

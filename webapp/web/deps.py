@@ -8,6 +8,7 @@ from starlette.requests import HTTPConnection
 from webapp.engine import Supervisor
 from webapp.engine.experiments import BindingExplorer, Experiments
 from webapp.engine.labscenarios import LabScenarios
+from webapp.engine.recipes import Recipes
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
@@ -28,6 +29,10 @@ def _lab_scenarios(conn: HTTPConnection) -> LabScenarios:
     return conn.app.state.lab_scenarios
 
 
+def _recipes(conn: HTTPConnection) -> Recipes:
+    return conn.app.state.recipes
+
+
 def _renderer(conn: HTTPConnection) -> Renderer:
     return conn.app.state.renderer
 
@@ -39,6 +44,7 @@ def _settings(conn: HTTPConnection) -> Settings:
 SupervisorDep = Annotated[Supervisor, Depends(_supervisor)]
 BindingDep = Annotated[BindingExplorer, Depends(_binding)]
 LabScenariosDep = Annotated[LabScenarios, Depends(_lab_scenarios)]
+RecipesDep = Annotated[Recipes, Depends(_recipes)]
 ExperimentsDep = Annotated[Experiments, Depends(_experiments)]
 RendererDep = Annotated[Renderer, Depends(_renderer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -18,7 +18,8 @@ from webapp.engine.forge import can_forge
 from webapp.engine.labscenarios import SCENARIOS
 from webapp.engine.policy import LIMITED_BROADCAST
 from webapp.web.deps import (
-    BindingDep, ExperimentsDep, LabScenariosDep, RendererDep, SettingsDep, SupervisorDep,
+    BindingDep, ExperimentsDep, LabScenariosDep, RecipesDep, RendererDep, SettingsDep,
+    SupervisorDep,
 )
 from webapp.web.stream import page_stream
 
@@ -33,7 +34,7 @@ CLIENT_MODE_LABELS = [
 ]
 
 
-def page(supervisor, renderer, settings, experiments, *, status: int = 200,
+def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 200,
          errors: dict[str, str] | None = None, values: dict[str, Any] | None = None,
          port_query: str | None = None, options_worker: str | None = None,
          binding_html: str = "") -> HTMLResponse:
@@ -53,6 +54,8 @@ def page(supervisor, renderer, settings, experiments, *, status: int = 200,
         binding_html=Markup(binding_html or partial("partials/_binding.html").render()),
         broadcasts=destinations,
         lab=supervisor.lab.to_dict(),
+        recipes=recipes.catalogue(),
+        recipe_html=renderer.render_recipe(recipes),
         lab_html=Markup(_lab_fragment(renderer, supervisor)),
         workers=list(supervisor.workers.values()),
         rows=renderer.render_rows(recent),
@@ -70,11 +73,12 @@ def page(supervisor, renderer, settings, experiments, *, status: int = 200,
 
 @router.get("/")
 async def dashboard(request: Request, supervisor: SupervisorDep, renderer: RendererDep,
-                    settings: SettingsDep, experiments: ExperimentsDep) -> Response:
+                    settings: SettingsDep, experiments: ExperimentsDep,
+                    recipes: RecipesDep) -> Response:
     """The dashboard; `/?token=…` exchanges the token for a cookie and drops it from the URL."""
     token = request.query_params.get("token")
     if token is None:
-        return page(supervisor, renderer, settings, experiments,
+        return page(supervisor, renderer, settings, experiments, recipes,
                     port_query=request.query_params.get("port"),
                     options_worker=request.query_params.get("options"))
     if not hmac.compare_digest(token.encode(), settings.token.encode()):
@@ -92,7 +96,8 @@ async def dashboard(request: Request, supervisor: SupervisorDep, renderer: Rende
 
 @router.post("/workers")
 async def start_from_form(request: Request, supervisor: SupervisorDep, renderer: RendererDep,
-                          settings: SettingsDep, experiments: ExperimentsDep) -> Response:
+                          settings: SettingsDep, experiments: ExperimentsDep,
+                          recipes: RecipesDep) -> Response:
     """Start a worker from a page form. htmx gets a one-line result to show by the form;
     a browser without JavaScript gets the page again (or a redirect to it)."""
     form = await request.form()
@@ -105,7 +110,7 @@ async def start_from_form(request: Request, supervisor: SupervisorDep, renderer:
     except EngineError as exc:
         if htmx:
             return HTMLResponse(template.render(error=exc), status_code=exc.status)
-        return page(supervisor, renderer, settings, experiments, status=exc.status,
+        return page(supervisor, renderer, settings, experiments, recipes, status=exc.status,
                     errors={kind: exc.message}, values={kind: raw})
     if htmx:
         return HTMLResponse(template.render(worker=worker))
@@ -229,7 +234,7 @@ async def set_option_from_page(worker_id: str, request: Request, supervisor: Sup
 @router.post("/experiments/binding")
 async def binding_from_page(request: Request, binding: BindingDep, supervisor: SupervisorDep,
                             renderer: RendererDep, settings: SettingsDep,
-                            experiments: ExperimentsDep) -> Response:
+                            experiments: ExperimentsDep, recipes: RecipesDep) -> Response:
     """The binding explorer's button."""
     form = await request.form()
     template = renderer.env.get_template("partials/_binding.html")
@@ -240,13 +245,14 @@ async def binding_from_page(request: Request, binding: BindingDep, supervisor: S
         fragment = template.render(error=exc.message)
     if request.headers.get("hx-request") == "true":
         return HTMLResponse(fragment)
-    return page(supervisor, renderer, settings, experiments, binding_html=fragment)
+    return page(supervisor, renderer, settings, experiments, recipes, binding_html=fragment)
 
 
 def _lab_fragment(renderer, supervisor, *, error: str | None = None,
                   result_html: str = "") -> str:
     return renderer.env.get_template("partials/_lab.html").render(
-        lab=supervisor.lab.to_dict(), scenarios=SCENARIOS, error=error,
+        lab=supervisor.lab.to_dict(),
+        scenarios=SCENARIOS, error=error,
         result_html=Markup(result_html or '<div id="lab-result"></div>'))
 
 
@@ -294,6 +300,38 @@ async def lab_scenario_from_page(name: str, request: Request, scenarios: LabScen
     return HTMLResponse(_lab_fragment(renderer, supervisor, result_html=fragment))
 
 
+@router.post("/recipes")
+async def recipe_from_page(request: Request, recipes: RecipesDep,
+                           supervisor: SupervisorDep) -> Response:
+    """The Recipes panel: Play (every step) or Step by step (the first one now)."""
+    form = await request.form()
+    try:
+        run = recipes.start(str(form.get("name", "")))
+    except EngineError as exc:
+        if request.headers.get("hx-request") == "true":
+            return HTMLResponse(f"<p class=error>{html.escape(exc.message)}</p>",
+                                status_code=exc.status)
+        raise
+    if form.get("mode") == "step":
+        supervisor.spawn(recipes.next(run), name=f"recipe {run.id}")
+    else:
+        supervisor.spawn(recipes.play_all(run), name=f"recipe {run.id}")
+    if request.headers.get("hx-request") == "true":
+        return Response(status_code=204)  # the WebSocket brings the steps
+    return RedirectResponse("/#recipes", status_code=303)
+
+
+@router.post("/recipes/runs/{run_id}/next")
+async def recipe_next_from_page(run_id: str, request: Request, recipes: RecipesDep,
+                                supervisor: SupervisorDep) -> Response:
+    """The Next step button (and the N key)."""
+    run = recipes.get(run_id)
+    supervisor.spawn(recipes.next(run), name=f"recipe {run.id}")
+    if request.headers.get("hx-request") == "true":
+        return Response(status_code=204)
+    return RedirectResponse("/#recipes", status_code=303)
+
+
 @router.post("/workers/{worker_id}/remove")
 async def remove_from_page(worker_id: str, request: Request,
                            supervisor: SupervisorDep) -> Response:
@@ -305,5 +343,6 @@ async def remove_from_page(worker_id: str, request: Request,
 async def page_socket(websocket: WebSocket, supervisor: SupervisorDep, renderer: RendererDep,
                       settings: SettingsDep) -> None:
     """The page's live parts as htmx fragments."""
-    await page_stream(websocket, supervisor, renderer, settings,
-                      websocket.app.state.experiments)
+    state = websocket.app.state
+    await page_stream(websocket, supervisor, renderer, settings, state.experiments,
+                      state.recipes)

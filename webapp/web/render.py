@@ -38,6 +38,7 @@ class Renderer:
         self.row = env.get_template("partials/_event_row.html")
         self.batch = env.get_template("partials/_batch.html")
         self.experiments = env.get_template("partials/_experiments.html")
+        self.recipe = env.get_template("partials/_recipe.html")
 
     # Both return Markup: the HTML is escaped already (autoescape), so `{{ rows }}` in a page
     # must not escape it a second time.
@@ -53,6 +54,12 @@ class Renderer:
         """The "Who was fooled?" tables, newest run first (the last three)."""
         runs = [experiments.to_dict(run) for run in list(experiments.runs.values())[-3:]]
         return Markup(self.experiments.render(runs=reversed(runs), oob=oob))
+
+    def render_recipe(self, recipes, *, oob: bool = False, viewer: bool = False) -> Markup:
+        """The newest recipe run's steps: the book's words beside what happened here."""
+        run = recipes.latest
+        return Markup(self.recipe.render(run=run.to_dict() if run else None, oob=oob,
+                                         viewer=viewer))
 
     def snapshot(self, workers: Iterable[Worker], recent: Iterable[Event], extra: str = "") -> str:
         """Everything the live parts of the page show, for a page that (re)connects."""

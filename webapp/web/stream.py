@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from webapp.engine import Subscription, Supervisor
 from webapp.engine.events import Event
 from webapp.engine.experiments import Experiments
+from webapp.engine.recipes import Recipes
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
@@ -77,7 +78,8 @@ async def json_stream(websocket: WebSocket, supervisor: Supervisor, settings: Se
 
 
 async def page_stream(websocket: WebSocket, supervisor: Supervisor, renderer: Renderer,
-                      settings: Settings, experiments: Experiments) -> None:
+                      settings: Settings, experiments: Experiments, recipes: Recipes,
+                      viewer: bool = False) -> None:
     """`WS /ws/page`: a full snapshot on connect, then batched card and row fragments."""
     subscription = supervisor.bus.subscribe()
     recent = list(supervisor.bus.recent)[-settings.page_rows:]
@@ -86,7 +88,8 @@ async def page_stream(websocket: WebSocket, supervisor: Supervisor, renderer: Re
     hidden_total = 0
     runs_shown = len(experiments.runs)
     first = renderer.snapshot(supervisor.workers.values(), recent,
-                              renderer.render_experiments(experiments, oob=True))
+                              renderer.render_experiments(experiments, oob=True)
+                              + renderer.render_recipe(recipes, oob=True, viewer=viewer))
 
     def flush(events: list[Event], dropped: int) -> str | None:
         nonlocal hidden_total, runs_shown
@@ -106,6 +109,9 @@ async def page_stream(websocket: WebSocket, supervisor: Supervisor, renderer: Re
         if len(runs) != runs_shown or any(touched & run.workers for run in runs):
             runs_shown = len(runs)
             extra = renderer.render_experiments(experiments, oob=True)
+        run = recipes.latest
+        if run and any(e.type == "step" or e.worker in run.workers.values() for e in events):
+            extra += renderer.render_recipe(recipes, oob=True, viewer=viewer)
         if not (new or changed or removed or rows or hidden or extra):
             return None
         return renderer.update(new, changed, removed, rows, hidden_total if hidden else 0,
