@@ -62,7 +62,7 @@ test: test-setup
 	exit $$rc
 
 # Benchmarks (issue 8): C tools are built from bench/c/ into bench/build/ (git-ignored).
-# Exits 0 whether or not the targets hold; 1 only if a benchmark failed to run.
+# Exits 0 whether or not the targets hold (BENCH_ARGS=--strict: 1 if a benchmark failed to run).
 bench: test-setup
 	@$(VPY) bench/run.py $(BENCH_ARGS)
 

@@ -16,7 +16,45 @@
     status.classList.toggle("live", live);
   }
 
+  // Presentation mode: large type and high contrast for a projector; remembered per browser.
+  function setPresenting(on) {
+    document.body.classList.toggle("present", on);
+    const toggle = document.getElementById("present-toggle");
+    if (toggle) toggle.setAttribute("aria-pressed", String(on));
+    try { localStorage.setItem("udplab-present", on ? "1" : "0"); } catch (e) { /* private mode */ }
+  }
+
+  function click(selector) {
+    const element = document.querySelector(selector);
+    if (element) element.click();
+    return Boolean(element);
+  }
+
+  // Keyboard shortcuts, for a teacher at a projector: P presentation, N next recipe step,
+  // S pause or resume the first server, C clear ended workers and the log.
+  function onKey(event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const target = event.target;
+    if (target && (target.isContentEditable || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName))) return;
+    const key = event.key.toLowerCase();
+    if (key === "p") setPresenting(!document.body.classList.contains("present"));
+    else if (key === "n") click("#recipe-next");
+    else if (key === "s") click(".card.kind-server button.pause, .card.kind-server button.resume");
+    else if (key === "c") {
+      click("#clear-ended");
+      const rows = document.getElementById("log-rows");
+      if (rows) rows.replaceChildren();
+    } else return;
+    event.preventDefault();
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    let presenting = new URLSearchParams(location.search).has("present");
+    try { presenting = presenting || localStorage.getItem("udplab-present") === "1"; } catch (e) { /* ignore */ }
+    setPresenting(presenting);
+    const toggle = document.getElementById("present-toggle");
+    if (toggle) toggle.addEventListener("click", () => setPresenting(!document.body.classList.contains("present")));
+    document.addEventListener("keydown", onKey);
     const rows = document.getElementById("log-rows");
     if (rows) {
       new MutationObserver(() => trimLog(rows)).observe(rows, { childList: true });

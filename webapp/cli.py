@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=port,
         token=os.environ.get("UDPLAB_TOKEN") or secrets.token_urlsafe(32),
+        viewer_token=os.environ.get("UDPLAB_VIEWER_TOKEN") or secrets.token_urlsafe(32),
         allowed_hosts=frozenset(h.lower() for h in args.allow_host) | own_addresses(args.host),
         allow_limited_broadcast=args.allow_limited_broadcast,
         allowed_networks=tuple(args.allow_net),
@@ -157,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("uvicorn.access").addFilter(RedactToken())
 
     print(f"UDP Lab is running. Open this URL (it holds the access token):\n\n"
-          f"    {settings.base_url}?token={settings.token}\n", flush=True)
+          f"    {settings.base_url}?token={settings.token}\n\n"
+          f"Read-only link for students (they can watch, not start anything):\n\n"
+          f"    {settings.base_url}?view={settings.viewer_token}\n", flush=True)
     if not is_loopback(args.host):
         print("Warning: the dashboard is reachable from the network. Anyone with the URL "
               "above can send UDP from this machine; share it only with your class.",

@@ -1,7 +1,6 @@
 """The page: the dashboard itself, its forms (which also work without JavaScript), the token
 login, and the page's WebSocket of HTML fragments."""
 
-import hmac
 import html
 from typing import Any
 from urllib.parse import quote
@@ -37,7 +36,7 @@ CLIENT_MODE_LABELS = [
 def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 200,
          errors: dict[str, str] | None = None, values: dict[str, Any] | None = None,
          port_query: str | None = None, options_worker: str | None = None,
-         binding_html: str = "") -> HTMLResponse:
+         binding_html: str = "", viewer: bool = False) -> HTMLResponse:
     """The whole dashboard, with a form's error next to it when there is one."""
     recent = list(supervisor.bus.recent)[-settings.page_rows:]
     partial = renderer.env.get_template
@@ -55,7 +54,8 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
         broadcasts=destinations,
         lab=supervisor.lab.to_dict(),
         recipes=recipes.catalogue(),
-        recipe_html=renderer.render_recipe(recipes),
+        recipe_html=renderer.render_recipe(recipes, viewer=viewer),
+        viewer=viewer,
         lab_html=Markup(_lab_fragment(renderer, supervisor)),
         workers=list(supervisor.workers.values()),
         rows=renderer.render_rows(recent),
@@ -77,21 +77,26 @@ async def dashboard(request: Request, supervisor: SupervisorDep, renderer: Rende
                     recipes: RecipesDep) -> Response:
     """The dashboard; `/?token=…` exchanges the token for a cookie and drops it from the URL."""
     token = request.query_params.get("token")
-    if token is None:
+    view = request.query_params.get("view")
+    if token is None and view is None:
         return page(supervisor, renderer, settings, experiments, recipes,
                     port_query=request.query_params.get("port"),
-                    options_worker=request.query_params.get("options"))
-    if not hmac.compare_digest(token.encode(), settings.token.encode()):
-        return HTMLResponse(
-            "<!doctype html><meta charset=utf-8><title>UDP Lab</title><h1>UDP Lab</h1>"
-            "<p>That token is not this dashboard's: copy the whole URL that udplab printed "
-            "when it started.</p>",
-            status_code=401,
-        )
+                    options_worker=request.query_params.get("options"),
+                    viewer=_is_viewer(request))
+    # The guard has checked the token already; exchange it for a cookie and drop it from
+    # the address bar (a teacher's token must not end up on the projector).
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(settings.cookie_name, settings.token, httponly=True,
-                        samesite="strict", path="/")
+    if token is not None:
+        response.set_cookie(settings.cookie_name, settings.token, httponly=True,
+                            samesite="strict", path="/")
+    else:
+        response.set_cookie(settings.viewer_cookie_name, settings.viewer_token, httponly=True,
+                            samesite="strict", path="/")
     return response
+
+
+def _is_viewer(conn) -> bool:
+    return getattr(conn.state, "udplab_auth", None) == "viewer"
 
 
 @router.post("/workers")
@@ -345,4 +350,4 @@ async def page_socket(websocket: WebSocket, supervisor: SupervisorDep, renderer:
     """The page's live parts as htmx fragments."""
     state = websocket.app.state
     await page_stream(websocket, supervisor, renderer, settings, state.experiments,
-                      state.recipes)
+                      state.recipes, viewer=_is_viewer(websocket))

@@ -43,6 +43,7 @@ class Guard:
         self.app = app
         self.settings = settings
         self.token = settings.token.encode()
+        self.viewer = settings.viewer_token.encode()
         self.failures: dict[str, list[float]] = {}  # client address -> times of wrong tokens
 
     async def __call__(self, scope, receive, send):
@@ -82,11 +83,16 @@ class Guard:
             return None
         if scope["type"] == "http" and self.is_login(scope):
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            if self.matches(query["token"][0]):
+            key, value = ("token", self.token) if "token" in query else ("view", self.viewer)
+            if hmac.compare_digest(query[key][0].encode(), value):
                 return None  # the page route sets the cookie and drops the token from the URL
-            return 401, ("That token is not this dashboard's: copy the whole URL that udplab "
-                         "printed when it started")
+            return 401, ("That link's token is not this dashboard's: copy the whole URL that "
+                         "udplab printed when it started")
         by = self.authenticated_by(headers)
+        scope.setdefault("state", {})["udplab_auth"] = by
+        if by == "viewer" and scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            return 403, ("This is the read-only viewer link: it can watch the dashboard, not "
+                         "start, stop or change anything")
         if by is None:
             return 401, (
                 "This dashboard needs its token: open the URL that udplab printed when it "
@@ -94,7 +100,7 @@ class Guard:
             )
         origin = headers.get("origin")
         changes_state = scope["type"] == "websocket" or scope["method"] not in SAFE_METHODS
-        if origin is not None or (changes_state and by == "cookie"):
+        if origin is not None or (changes_state and by in ("cookie", "viewer")):
             expected = f"http://{host}"
             if origin != expected:
                 return 403, (
@@ -134,6 +140,9 @@ class Guard:
         morsel = cookie.get(self.settings.cookie_name)
         if morsel is not None and self.matches(morsel.value):
             return "cookie"
+        morsel = cookie.get(self.settings.viewer_cookie_name)
+        if morsel is not None and hmac.compare_digest(morsel.value.encode(), self.viewer):
+            return "viewer"
         return None
 
     def matches(self, candidate: str) -> bool:
@@ -145,7 +154,8 @@ class Guard:
         """`GET /?token=…`: the page route checks the token itself and sets the cookie."""
         if scope["path"] != "/" or scope["method"] != "GET":
             return False
-        return "token" in parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        return "token" in query or "view" in query
 
     def with_headers(self, send):
         async def send_with_headers(message):

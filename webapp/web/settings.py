@@ -24,6 +24,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    viewer_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # read-only
     allowed_hosts: frozenset[str] = frozenset()  # extra Host names besides loopback and `host`
     templates_dir: Path = field(default_factory=lambda: _data_dir("templates"))
     static_dir: Path = field(default_factory=lambda: _data_dir("static"))
@@ -48,6 +49,11 @@ class Settings:
     def cookie_name(self) -> str:
         """The session cookie's name; it includes the port so two instances never mix."""
         return f"udplab_{self.port}"
+
+    @property
+    def viewer_cookie_name(self) -> str:
+        """The read-only viewer's cookie."""
+        return f"udplab_view_{self.port}"
 
     @property
     def host_names(self) -> frozenset[str]:

@@ -1,0 +1,130 @@
+"""Benchmark 1, echo: round trips/s of the engine's `server` worker against the book's plain
+blocking Python server and a small C server, with the same C client.
+
+The engine's server runs inside a real udplab process (started as tests/live.py does) with a
+live JSON event watcher attached (WS /api/events, parsing every message); it answers with the
+book's reply ('Your data was N bytes long') and emits 2 events per request. The Python and
+C servers answer the same way. The client (bench/c/rt_client.c) does blocking request/reply
+round trips on 127.0.0.1 with a 200 ms timeout. Client and every server are pinned to CPU 0
+(`taskset -c 0`; the udplab process with `taskset -a`, all threads); the watcher runs on CPU 1.
+Servers are alternated (rotated order) over ROUNDS rounds of SECONDS each; medians are shown.
+
+  .venv/bin/python bench/echo.py [--rounds 5] [--seconds 2] [--size 64]
+"""
+
+import argparse
+import subprocess
+import time
+
+import httpx
+
+from common import (PY, BENCH, Watchers, build_c, cpu_ns, end, machine, median, run_pinned, save,
+                    spawn_pinned, start_udplab, stop_udplab, table)
+
+
+
+CPU = "0"
+WATCHER_CPU = "1"
+
+
+def run(rounds: int, seconds: float, size: int, watch: int = 1, deflate: bool = True) -> dict:
+    tools = build_c()
+    life = int(rounds * seconds * 3 + 60)
+    server = start_udplab(cpus=CPU)
+    procs: list[subprocess.Popen] = []
+    watchers = None
+    try:
+        api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=10)
+        worker = api.post("/api/workers", json={
+            "kind": "server", "name": "echo", "host": "127.0.0.1", "port": 0,
+            "reply": "length"}).json()
+        ports = {"engine": worker["local"][1]}
+        if watch:
+            watchers = Watchers(server, "json", watch, cpus=WATCHER_CPU, parse=True,
+                                deflate=deflate)
+        for name, argv in (("python", [PY, BENCH / "book_server.py", 0, life]),
+                           ("C", [tools["echo_server"], 0, life])):
+            proc = spawn_pinned(CPU, argv, stdout=subprocess.PIPE, text=True)
+            procs.append(proc)
+            ports[name] = int(proc.stdout.readline())
+        pids = {"engine": server.proc.pid, "python": procs[0].pid, "C": procs[1].pid}
+        names = ["engine", "python", "C"]
+        for name in names:  # warm up each (first calls, caches)
+            run_pinned(CPU, [tools["rt_client"], ports[name], 0.3, size, 200], timeout=30)
+        rates: dict[str, list[float]] = {n: [] for n in names}
+        timeouts = dict.fromkeys(names, 0)
+        cpu_us: dict[str, list[float]] = {n: [] for n in names}
+        zero = {"events": 0, "dropped": 0, "messages": 0}
+        events_before = watchers.stats() if watchers else zero
+        for r in range(rounds):
+            order = names[r % 3:] + names[:r % 3]  # alternate who goes first
+            for name in order:
+                ns0 = cpu_ns(pids[name])
+                out = run_pinned(CPU, [tools["rt_client"], ports[name], seconds, size, 200],
+                                 timeout=seconds + 30)
+                done, lost, elapsed = out.split()
+                cpu_us[name].append((cpu_ns(pids[name]) - ns0) / 1e3 / max(1, int(done)))
+                rates[name].append(int(done) / float(elapsed))
+                timeouts[name] += int(lost)
+        time.sleep(0.3)  # the last batch of events reaches the watcher
+        events_after = watchers.stats() if watchers else zero
+        counters = api.get("/api/workers/echo").json()["counters"]
+        api.close()
+    finally:
+        if watchers is not None:
+            watchers.close()
+        for proc in procs:
+            end(proc)
+        stop_udplab(server)
+    med = {n: median(v) for n, v in rates.items()}
+    result = {
+        "machine": machine(), "watchers": watch, "deflate": deflate, "rounds": rounds, "seconds": seconds, "size": size,
+        "rates": rates, "median": med, "cpu_us": {n: median(v) for n, v in cpu_us.items()}, "timeouts": timeouts,
+        "engine_over_python": med["engine"] / med["python"],
+        "engine_over_c": med["engine"] / med["C"],
+        "python_over_c": med["python"] / med["C"],
+        "engine_requests": counters["received"],
+        "watcher_events": events_after["events"] - events_before["events"],
+        "watcher_dropped": events_after["dropped"] - events_before["dropped"],
+        "watcher_messages": events_after["messages"] - events_before["messages"],
+    }
+    return result
+
+
+def report(res: dict) -> str:
+    rows = []
+    watching = (f"{res['watchers']} JSON watcher" + ("" if res["deflate"] else ", no deflate")
+                if res["watchers"] else "no watcher")
+    for name, label in (("engine", f"udplab server worker (uvloop, {watching})"),
+                        ("python", "book's blocking Python server"),
+                        ("C", "C server (recvfrom/sendto)")):
+        v = res["rates"][name]
+        rows.append([label, res["median"][name], min(v), max(v), res["timeouts"][name],
+                     res["median"][name] / res["median"]["python"],
+                     res["median"][name] / res["median"]["C"], res["cpu_us"][name]])
+    text = table(f"Echo: round trips/s, {res['size']}-byte requests, client+server on CPU 0, "
+                 f"median of {res['rounds']} x {res['seconds']:g} s, alternated",
+                 ["server", "median rt/s", "min", "max", "timeouts", "/python", "/C",
+                  "server CPU µs/rt"], rows)
+    text += (f"\nwatcher: {res['watcher_events']:,} events in {res['watcher_messages']:,} "
+             f"messages during the rounds, {res['watcher_dropped']:,} dropped by the bus "
+             f"(2 events per request expected)")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--watchers", type=int, default=1, help="JSON watchers (default 1)")
+    parser.add_argument("--no-deflate", action="store_true",
+                        help="the watcher does not offer per-message deflate")
+    args = parser.parse_args()
+    res = run(args.rounds, args.seconds, args.size, args.watchers, not args.no_deflate)
+    save("echo" if args.watchers == 1 and not args.no_deflate else "echo-variant", res)
+    print(report(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Benchmark 2, ingest: datagrams/s a worker takes in from a fast sender on loopback, with
+events on (one JSON watcher connected to WS /api/events, reading every message).
+
+Sender: bench/c/blast.c (sendmmsg, 64 datagrams a call) on CPU 1; the udplab process on CPU 0;
+the watcher on CPU 1. Each case sends flat out for SECONDS; the rate is the worker's
+`received` counter growth between two API reads around the send, divided by the time between
+them. Loss = sent - received; kernel drops are read from /proc/net/udp's `drops` column.
+
+Receive buffers: the `listener` worker has no rcvbuf option, so the default-buffer cases use a
+listener (default SO_RCVBUF, net.core.rmem_default) and the 4 MiB cases a `server` worker with
+`reply: none` and `rcvbuf: 4194304` (the kernel doubles it; net.core.rmem_max caps it). Both
+emit one `received` event per datagram. Then, with the 4 MiB buffer, the sender is paced at
+80% of the measured maximum to see whether 0 loss holds there.
+
+  .venv/bin/python bench/ingest.py [--seconds 2]
+"""
+
+import argparse
+import time
+
+import httpx
+
+import subprocess
+
+from common import (BENCH, PY, Watchers, build_c, cpu_ns, machine, run_pinned, save, spawn_pinned,
+                    start_udplab, stop_udplab, table, udp_socket)
+
+CPU = "0"
+SENDER_CPU = "1"
+MIB4 = 4 * 1024 * 1024
+
+
+def read_received(api: httpx.Client, name: str) -> int:
+    return api.get(f"/api/workers/{name}").json()["counters"]["received"]
+
+
+def one_case(api, tools, watchers, *, pid, name, spec, size, seconds, rate=0) -> dict:
+    worker = api.post("/api/workers", json={"name": name, "host": "127.0.0.1", "port": 0,
+                                            **spec})
+    assert worker.status_code == 201, worker.text
+    port = worker.json()["local"][1]
+    drops0 = udp_socket(port)["drops"]
+    before = watchers.stats()
+    ns0 = cpu_ns(pid)
+    t0, c0 = time.perf_counter(), read_received(api, name)
+    out = run_pinned(SENDER_CPU, [tools["blast"], port, size, seconds, rate],
+                     timeout=seconds + 30)
+    c1, t1 = read_received(api, name), time.perf_counter()
+    sent, errors, elapsed = out.split()
+    sent, elapsed = int(sent), float(elapsed)
+    # let the worker finish what waits in its queue (bounded)
+    last, deadline = -1, time.monotonic() + 5
+    while time.monotonic() < deadline:
+        now = read_received(api, name)
+        if now == last and udp_socket(port)["rx_queue"] == 0:
+            break
+        last = now
+        time.sleep(0.1)
+    received = read_received(api, name)
+    drops = udp_socket(port)["drops"] - drops0
+    time.sleep(0.2)
+    cpu_us = (cpu_ns(pid) - ns0) / 1e3 / max(1, received - c0)
+    after = watchers.stats()
+    api.delete(f"/api/workers/{name}")
+    return {
+        "worker": spec["kind"], "size": size, "rcvbuf": spec.get("rcvbuf"), "target_rate": rate,
+        "sent": sent, "send_rate": sent / elapsed, "received": received,
+        "rate": (c1 - c0) / (t1 - t0), "lost": sent - received, "kernel_drops": drops,
+        "loss_pct": 100.0 * (sent - received) / sent if sent else 0.0,
+        "cpu_us": cpu_us, "capacity": 1e6 / cpu_us,
+        "watcher_events": after["events"] - before["events"],
+        "watcher_dropped": after["dropped"] - before["dropped"],
+    }
+
+
+def reference(tools, size: int, rcvbuf: int, seconds: float) -> dict:
+    """The same flat-out send to bench/plain_receiver.py (the book's recvfrom loop, no events),
+    also on CPU 0: what a plain Python socket takes in here."""
+    proc = spawn_pinned(CPU, [PY, BENCH / "plain_receiver.py", rcvbuf, seconds + 5],
+                        stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        drops0 = udp_socket(port)["drops"]
+        ns0 = cpu_ns(proc.pid)
+        out = run_pinned(SENDER_CPU, [tools["blast"], port, size, seconds, 0],
+                         timeout=seconds + 30)
+        drops = udp_socket(port)["drops"] - drops0
+        time.sleep(0.2)  # it drains its queue, then waits 0.5 s for more
+        ns = cpu_ns(proc.pid) - ns0
+        count, elapsed = proc.communicate(timeout=seconds + 15)[0].split()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    sent, _, send_s = out.split()
+    sent, count = int(sent), int(count)
+    return {"worker": "plain Python", "size": size, "rcvbuf": rcvbuf or None,
+            "buffer": "4MiB" if rcvbuf else "default", "target_rate": 0, "sent": sent,
+            "send_rate": sent / float(send_s), "received": count,
+            "rate": count / float(elapsed), "lost": sent - count,
+            "cpu_us": ns / 1e3 / count, "capacity": 1e9 / ns * count, "kernel_drops": drops,
+            "loss_pct": 100.0 * (sent - count) / sent if sent else 0.0,
+            "watcher_events": 0, "watcher_dropped": 0, "reference": True}
+
+
+def run(seconds: float) -> dict:
+    tools = build_c()
+    server = start_udplab(cpus=CPU)
+    cases = []
+    try:
+        api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=10)
+        with Watchers(server, "json", 1, cpus=SENDER_CPU, parse=True) as watchers:
+            maxima = {}
+            for size in (64, 1400):
+                for label, spec in (("default", {"kind": "listener"}),
+                                    ("4MiB", {"kind": "server", "reply": "none",
+                                              "rcvbuf": MIB4})):
+                    case = one_case(api, tools, watchers, pid=server.proc.pid,
+                                    name=f"in-{size}-{label.lower()}", spec=spec, size=size,
+                                    seconds=seconds)
+                    case["buffer"] = label
+                    cases.append(case)
+                    maxima[(size, label)] = case["rate"]
+            for size in (64, 1400):
+                rate = int(0.8 * maxima[(size, "4MiB")])
+                case = one_case(api, tools, watchers, pid=server.proc.pid, name=f"in-{size}-paced",
+                                spec={"kind": "server", "reply": "none", "rcvbuf": MIB4},
+                                size=size, seconds=seconds, rate=rate)
+                case["buffer"] = "4MiB"
+                cases.append(case)
+        api.close()
+    finally:
+        stop_udplab(server)
+    engine_cases = list(cases)
+    for size in (64, 1400):
+        cases.append(reference(tools, size, 0, seconds))
+    best = max(c["rate"] for c in engine_cases if c["target_rate"] == 0)
+    paced = [c for c in cases if c["target_rate"]]
+    return {"machine": machine(), "seconds": seconds, "cases": cases, "max_rate": best,
+            "max_rate_64": max(c["rate"] for c in engine_cases if c["size"] == 64
+                               and not c["target_rate"]),
+            "plain_python": {c["size"]: c["rate"] for c in cases if c.get("reference")},
+            "zero_loss_at_80pct": all(c["lost"] == 0 for c in paced),
+            "rmem_default": int(open("/proc/sys/net/core/rmem_default").read()),
+            "rmem_max": int(open("/proc/sys/net/core/rmem_max").read())}
+
+
+def report(res: dict) -> str:
+    rows = []
+    for c in res["cases"]:
+        rows.append([c["worker"], c["size"], c["buffer"],
+                     f"{c['target_rate']:,}/s" if c["target_rate"] else "max",
+                     c["send_rate"], c["rate"], c["cpu_us"], c["capacity"], c["sent"], c["received"], c["lost"],
+                     c["kernel_drops"], f"{c['loss_pct']:.2f}%", c["watcher_events"],
+                     c["watcher_dropped"]])
+    text = table(f"Ingest: datagrams/s taken in, events on (1 JSON watcher), udplab on CPU 0, "
+                 f"sender on CPU 1, {res['seconds']:g} s per case",
+                 ["worker", "bytes", "rcvbuf", "sender", "sent/s", "taken in/s", "CPU µs/dgram",
+                  "1 core would take/s", "sent",
+                  "received", "lost", "kernel drops", "loss", "watcher events",
+                  "bus dropped"], rows)
+    text += ("\n`plain Python` rows: bench/plain_receiver.py, the book's recvfrom loop without "
+             "events, same sender, same CPU: the reference")
+    text += (f"\nnet.core.rmem_default={res['rmem_default']:,}, rmem_max={res['rmem_max']:,}; "
+             "the 4 MiB cases are a `server` worker with reply none (listeners have no rcvbuf)")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    res = run(args.seconds)
+    save("ingest", res)
+    print(report(res))
+
+
+if __name__ == "__main__":
+    main()

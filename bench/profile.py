@@ -1,0 +1,86 @@
+"""Profile the udplab process under load with py-spy (`.venv/bin/pip install py-spy`).
+
+  .venv/bin/python bench/profile.py [--case ingest|echo|fanout-json|fanout-page] [--seconds 6]
+
+Starts a udplab on CPU 0, applies the load of the chosen case from CPU 1 (ingest: blast flat
+out to a server with reply none and 1 JSON watcher; echo: rt_client on CPU 0 to a server with
+reply length and 1 JSON watcher; fanout-*: 5 000/s with 100 watchers), records with
+`py-spy record --format raw` (collapsed stacks, no idle frames) and prints the self and
+inclusive share of the top functions. Output in bench/build/profile-<case>.txt.
+"""
+
+import argparse
+import collections
+import subprocess
+import time
+
+import httpx
+
+from common import (BUILD, Watchers, build_c, end, spawn_pinned, start_udplab, stop_udplab)
+from pathlib import Path
+import sys
+
+PYSPY = Path(sys.executable).parent / "py-spy"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--case", default="ingest",
+                        choices=("ingest", "echo", "fanout-json", "fanout-page"))
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--watchers", type=int, default=None,
+                        help="how many watchers (default: 100 for fanout-*, else 1)")
+    args = parser.parse_args()
+    tools = build_c()
+    server = start_udplab(cpus="0")
+    out = BUILD / f"profile-{args.case}{'' if args.watchers is None else f'-{args.watchers}'}.txt"
+    load = spy = watchers = None
+    try:
+        api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=10)
+        reply = "length" if args.case == "echo" else "none"
+        port = api.post("/api/workers", json={"kind": "server", "name": "prof", "port": 0,
+                                              "host": "127.0.0.1", "reply": reply,
+                                              "rcvbuf": 4194304}).json()["local"][1]
+        n, kind = (100, args.case.split("-")[1]) if args.case.startswith("fanout") else (1, "json")
+        n = n if args.watchers is None else args.watchers
+        watchers = Watchers(server, kind, n, cpus="1") if n else None
+        life = args.seconds + 2
+        if args.case == "echo":
+            load = spawn_pinned("0", [tools["rt_client"], port, life, 64, 200],
+                                stdout=subprocess.DEVNULL)
+        else:
+            rate = 0 if args.case == "ingest" else 5000
+            load = spawn_pinned("1", [tools["blast"], port, 64, life, rate],
+                                stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        spy = subprocess.run([PYSPY, "record", "--pid", str(server.proc.pid), "--duration",
+                              str(int(args.seconds)), "--rate", "250", "--format", "raw",
+                              "--output", str(out), "--nonblocking"],
+                             capture_output=True, text=True, timeout=args.seconds + 30)
+        print(api.get("/api/workers/prof").json()["counters"])
+    finally:
+        if load is not None:
+            end(load)
+        if watchers is not None:
+            watchers.close()
+        stop_udplab(server)
+    own, total, samples = collections.Counter(), collections.Counter(), 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        count = int(count)
+        samples += count
+        frames = stack.split(";")
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    print(f"{samples} samples in {out}")
+    print("self %   function")
+    for frame, count in own.most_common(25):
+        print(f"{100 * count / samples:6.1f}  {frame}")
+    print("\ninclusive %   function")
+    for frame, count in total.most_common(40):
+        print(f"{100 * count / samples:6.1f}  {frame}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The benchmark suite (`make bench`): every benchmark in turn, each in its own process with a
+time limit, then one summary table against the targets of issue 8.
+
+  .venv/bin/python bench/run.py [--only echo,ingest,fanout,page,memory] [--quick]
+
+Exits 0 whether or not the targets hold (the table says which), and also when a benchmark
+failed to run (its row in the summary says FAILED, with the reason above); with --strict, a
+benchmark that failed to run makes the exit code 1.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from common import BENCH, RESULTS, build_c, fmt, machine, table
+
+SUITE = {  # name: (arguments, time limit in seconds)
+    "echo": (["--rounds", "5", "--seconds", "2"], 90),
+    "ingest": (["--seconds", "2"], 90),
+    "fanout": (["--rate", "5000", "--seconds", "2"], 150),
+    "page": (["--rates", "1000,100000", "--seconds", "3"], 90),
+    "memory": (["--workers", "1000"], 90),
+}
+QUICK = {
+    "echo": ["--rounds", "2", "--seconds", "1"],
+    "ingest": ["--seconds", "1"],
+    "fanout": ["--rate", "2000", "--seconds", "1", "--watchers", "0,1,10"],
+    "page": ["--rates", "1000,100000", "--seconds", "2"],
+    "memory": ["--workers", "200"],
+}
+
+
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("holds" if ok else "MISSED")
+
+
+def summary(results: dict) -> list[list]:
+    rows = []
+    echo = results.get("echo")
+    if echo:
+        r = echo["engine_over_python"]
+        rows.append(["echo", "engine / book's Python server", f"{r:.2f}x", ">= 1.0x",
+                     verdict(r >= 1.0)])
+        r = echo["engine_over_c"]
+        rows.append(["echo", "engine / C server", f"{r:.2f}x", ">= 0.85x", verdict(r >= 0.85)])
+        rows.append(["echo", "round trips/s engine | python | C",
+                     " | ".join(fmt(echo["median"][k]) for k in ("engine", "python", "C")),
+                     "", ""])
+        rows.append(["echo", "server CPU µs per round trip engine | python | C",
+                     " | ".join(f"{echo['cpu_us'][k]:.1f}" for k in ("engine", "python", "C")),
+                     "", ""])
+    ingest = results.get("ingest")
+    if ingest:
+        rows.append(["ingest", "datagrams/s taken in, events on (best case)",
+                     fmt(ingest["max_rate"]), ">= 250,000", verdict(ingest["max_rate"] >= 250e3)])
+        for c in ingest["cases"]:
+            if c["target_rate"] == 0:
+                rows.append(["ingest", f"{c['worker']} {c['size']} B, {c['buffer']} buffer",
+                             f"{fmt(c['rate'])}/s, {c['loss_pct']:.1f}% lost, "
+                             f"{c['cpu_us']:.1f} µs CPU/datagram", "", ""])
+        paced = [c for c in ingest["cases"] if c["target_rate"]]
+        for c in paced:
+            rows.append(["ingest", f"loss at 80% of measured max ({c['target_rate']:,}/s, "
+                         f"{c['size']} B, 4 MiB)",
+                         f"{c['lost']:,} lost ({c['kernel_drops']:,} kernel drops)",
+                         "0 lost at >= 200,000/s", verdict(c["lost"] == 0 and
+                                                            c["target_rate"] >= 200e3)])
+    fanout = results.get("fanout")
+    if fanout:
+        for c in fanout["cases"]:
+            if c["watchers"] == fanout["max_watchers"] or c["watchers"] == 0:
+                ok = c["added_pct"] <= 5 if c["watchers"] else None
+                rows.append(["fan-out", f"{c['kind']} stream, {c['watchers']} watchers",
+                             f"{c['us_per_datagram']:.1f} µs/datagram ({c['added_pct']:+.0f}%)",
+                             "<= +5% with 100" if c["watchers"] else "", verdict(ok)
+                             if c["watchers"] else ""])
+    page = results.get("page")
+    if page:
+        for r in page["rates"]:
+            if r["rate"] <= 1000:
+                rows.append(["page", f"arrival to row p50/p99 at {r['rate']:,}/s",
+                             f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} ms", "p99 <= 100 ms",
+                             verdict(r["p99_ms"] <= 100)])
+            else:
+                exact = r["counters_exact"]
+                rows.append(["page", f"counters exact at {r['rate']:,}/s",
+                             f"{'yes' if exact else 'no'} (card {r['page_counter']} = API "
+                             f"{r['received']:,}; sent {r['sent']:,}, kernel drops "
+                             f"{r['kernel_drops']:,})", "exact", verdict(exact)])
+                rows.append(["page", f"rows at {r['rate']:,}/s", f"sampled: {r['rows_seen']:,} "
+                             f"rows of {r['received']:,} received, p99 {r['p99_ms']:.0f} ms",
+                             "sampled", verdict(r["rows_seen"] < r["received"])])
+                ok = bool(r["clicks_ms"]) and r["click_max_ms"] <= 100
+                rows.append(["page", f"click latency while streaming {r['rate']:,}/s",
+                             f"p50 {r['click_p50_ms']:.0f} ms, max {r['click_max_ms']:.0f} ms "
+                             f"({len(r['clicks_ms'])} clicks)", "<= 100 ms", verdict(ok)])
+    memory = results.get("memory")
+    if memory:
+        idle = memory["idle_kib"] / 1024
+        rows.append(["memory", "idle app RSS", f"{idle:.1f} MiB", "<= 60 MiB",
+                     verdict(idle <= 60)])
+        per = memory["per_worker_kib"]
+        text = f"{per:.1f} KiB ({memory['started']} workers)"
+        if memory["refusal"]:
+            text += f"; HTTP {memory['refusal']['status']} at #{memory['refusal']['at']}"
+        rows.append(["memory", "RSS per idle listener worker", text, "<= 8 KiB",
+                     verdict(per <= 8 and memory["started"] >= 1000)])
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default=",".join(SUITE))
+    parser.add_argument("--quick", action="store_true", help="shorter runs, for a smoke test")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 if a benchmark failed to run")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    print(f"UDP Lab benchmarks on {machine()}; load average at start {load()}", flush=True)
+    build_c()
+    results, failed = {}, []
+    started = time.monotonic()
+    for name in names:
+        argv, limit = SUITE[name]
+        if args.quick:
+            argv = QUICK[name]
+        path = RESULTS / f"{name}.json"
+        path.unlink(missing_ok=True)
+        print(f"\n== {name} (load {load()}) ==", flush=True)
+        t0 = time.monotonic()
+        try:
+            subprocess.run([sys.executable, str(BENCH / f"{name}.py"), *argv], check=True,
+                           timeout=limit, cwd=BENCH.parent)
+            results[name] = json.loads(path.read_text())
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError,
+                ValueError) as exc:
+            print(f"{name}: FAILED: {exc}", flush=True)
+            failed.append(name)
+        print(f"({name}: {time.monotonic() - t0:.0f} s)", flush=True)
+    print()
+    rows = summary(results) + [[name, "(did not run to the end: see its output above)", "",
+                                "", "FAILED"] for name in failed]
+    print(table(f"Summary (issue 8 targets) — {machine()}; load average at end {load()}; "
+                f"suite {time.monotonic() - started:.0f} s",
+                ["benchmark", "measure", "measured", "target", "verdict"], rows))
+    if failed:
+        print(f"\nfailed to run: {', '.join(failed)}")
+    return 1 if failed and args.strict else 0
+
+
+if __name__ == "__main__":
+    os.chdir(BENCH.parent)
+    raise SystemExit(main())
