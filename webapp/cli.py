@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=3,
         ws_max_size=64 * 1024,
         ws_ping_interval=20,
+        # Compressing every copy of every message for every watcher costs more CPU than the
+        # loopback or LAN bandwidth it saves.
+        ws_per_message_deflate=False,
     )
     server = uvicorn.Server(config)
     logging.getLogger("uvicorn.access").addFilter(RedactToken())

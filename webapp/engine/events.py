@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 Address = tuple[str, int]
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,9 +24,12 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """The event as the JSON API shows it."""
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:  # dataclasses.fields() is slow: once per class
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
         out: dict[str, Any] = {"type": self.type}
-        for f in fields(self):
-            out[f.name] = getattr(self, f.name)
+        for name in names:
+            out[name] = getattr(self, name)
         return out
 
 

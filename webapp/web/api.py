@@ -297,4 +297,4 @@ async def worker_events(worker_id: str, supervisor: SupervisorDep) -> dict[str, 
 async def events(websocket: WebSocket, supervisor: SupervisorDep,
                  settings: SettingsDep) -> None:
     """Every event as JSON: `{"events": [...], "dropped": N}`, one message per batch."""
-    await json_stream(websocket, supervisor, settings)
+    await json_stream(websocket, supervisor, websocket.app.state.json_hub)

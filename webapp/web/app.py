@@ -20,6 +20,7 @@ from webapp.engine.recipes import Recipes
 from webapp.web import api, history, pages
 from webapp.web.render import Renderer, make_environment
 from webapp.web.security import Guard
+from webapp.web.stream import PageHub, json_hub
 from webapp.web.settings import Settings
 
 log = logging.getLogger("udplab")
@@ -54,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.lab_scenarios = LabScenarios(supervisor)
             app.state.recipes = Recipes(
                 supervisor, app.state.experiments, app.state.binding, app.state.lab_scenarios)
+            app.state.json_hub = json_hub(supervisor, settings)
+            app.state.page_hub = PageHub(supervisor, app.state.renderer, settings,
+                                         app.state.experiments, app.state.recipes)
             yield
 
     app = FastAPI(

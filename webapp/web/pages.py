@@ -348,6 +348,4 @@ async def remove_from_page(worker_id: str, request: Request,
 async def page_socket(websocket: WebSocket, supervisor: SupervisorDep, renderer: RendererDep,
                       settings: SettingsDep) -> None:
     """The page's live parts as htmx fragments."""
-    state = websocket.app.state
-    await page_stream(websocket, supervisor, renderer, settings, state.experiments,
-                      state.recipes, viewer=_is_viewer(websocket))
+    await page_stream(websocket, websocket.app.state.page_hub, viewer=_is_viewer(websocket))

@@ -1,47 +1,106 @@
 """The two live streams: JSON events for scripts, HTML fragments for the page.
 
-Each connection has its own bounded subscription and sends at most one message per
-`flush_interval`. A receive loop runs beside the send loop so a closed page is noticed at
-once (a handler stuck on its queue would hang uvicorn's shutdown).
+Each stream kind has one `Hub`: one bus subscription, drained at most once per
+`flush_interval`, encoded (JSON) or rendered (HTML) once, and the same text handed to every
+connection. A connection that cannot keep up never slows the hub or the UDP path: its small
+outbox overflows, and it gets what it missed counted (JSON) or a fresh snapshot (page).
+A receive loop runs beside each send loop so a closed page is noticed at once (a handler
+stuck on its queue would hang uvicorn's shutdown).
 """
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import Callable
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from webapp.engine import Subscription, Supervisor
+from webapp.engine import Supervisor
 from webapp.engine.events import Event
 from webapp.engine.experiments import Experiments
 from webapp.engine.recipes import Recipes
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
+OUTBOX = 8  # messages a connection may fall behind before it is caught up the hard way
 
-async def serve(websocket: WebSocket, subscription: Subscription, first: str,
-                flush: Callable[[list[Event], int], str | None], interval: float) -> None:
-    """Send `first`, then one `flush(events, dropped)` message per batch until the peer goes."""
+
+class Outbox:
+    """One connection's pending messages."""
+
+    def __init__(self):
+        self.messages: deque[tuple[str, int]] = deque()  # (text, events in it)
+        self.ready = asyncio.Event()
+        self.lost = 0  # events in messages dropped because the connection was slow
+        self.overflowed = False
+
+    def offer(self, text: str, events: int) -> None:
+        if len(self.messages) >= OUTBOX:
+            self.lost += self.messages.popleft()[1]
+            self.overflowed = True
+        self.messages.append((text, events))
+        self.ready.set()
+
+
+class Hub:
+    """Drains one subscription per flush and hands the encoded batch to every outbox."""
+
+    keeps_state = False  # True: encode even with no watcher (the encoder tracks state)
+
+    def __init__(self, supervisor: Supervisor, encode: Callable[[list[Event], int], str | None],
+                 interval: float):
+        self.subscription = supervisor.bus.subscribe(maxlen=100_000)
+        self.encode = encode
+        self.interval = interval
+        self.outboxes: set[Outbox] = set()
+        supervisor.spawn(self._run(), name="stream hub")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self.subscription.wait()
+                started = loop.time()
+                events, dropped = self.subscription.drain()
+                if not self.outboxes and not self.keeps_state:
+                    continue  # nobody watches: nothing to encode
+                text = self.encode(events, dropped)
+                if text:
+                    for outbox in self.outboxes:
+                        outbox.offer(text, len(events))
+                await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))
+        finally:
+            self.subscription.close()
+
+
+async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
+                caught_up: Callable[[Outbox], str]) -> None:
+    """Send `first()`, then the hub's messages until the peer goes. After an overflow the
+    connection gets `caught_up(outbox)` before the newest message."""
+    outbox = Outbox()
 
     async def receive() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass  # the streams take no commands; anything sent is ignored
 
     async def pump() -> None:
-        await websocket.send_text(first)
-        loop = asyncio.get_running_loop()
+        await websocket.send_text(first())
         while True:
-            await subscription.wait()
-            started = loop.time()
-            message = flush(*subscription.drain())
-            if message:
-                await websocket.send_text(message)
-            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+            await outbox.ready.wait()
+            outbox.ready.clear()
+            if outbox.overflowed:
+                outbox.overflowed = False
+                newest = outbox.messages.pop()
+                outbox.messages.clear()
+                await websocket.send_text(caught_up(outbox))
+                outbox.lost = 0
+                outbox.messages.append(newest)
+            while outbox.messages:
+                await websocket.send_text(outbox.messages.popleft()[0])
 
     state, limit = websocket.app.state, websocket.app.state.settings.max_watchers
     if state.watchers >= limit:
-        subscription.close()
         await websocket.send_denial_response(JSONResponse(
             {"error": f"{state.watchers} watchers are connected, the most this dashboard "
                       "allows: close a tab, or start udplab with a higher --max-watchers"},
@@ -51,11 +110,12 @@ async def serve(websocket: WebSocket, subscription: Subscription, first: str,
     tasks: list[asyncio.Task] = []
     try:
         await websocket.accept()
+        hub.outboxes.add(outbox)
         tasks = [asyncio.create_task(receive()), asyncio.create_task(pump())]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         state.watchers -= 1
-        subscription.close()
+        hub.outboxes.discard(outbox)
         for task in tasks:
             task.cancel()
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
@@ -65,56 +125,83 @@ async def serve(websocket: WebSocket, subscription: Subscription, first: str,
                 raise outcome
 
 
-async def json_stream(websocket: WebSocket, supervisor: Supervisor, settings: Settings) -> None:
-    """`WS /api/events`: `{"events": [...], "dropped": N}` per batch; the first adds `workers`."""
-    subscription = supervisor.bus.subscribe()
-    first = json.dumps({"events": [], "dropped": 0,
-                        "workers": [w.to_dict() for w in supervisor.workers.values()]})
+def json_hub(supervisor: Supervisor, settings: Settings) -> Hub:
+    """The hub of `WS /api/events`: `{"events": [...], "dropped": N}` per batch."""
 
-    def flush(events: list[Event], dropped: int) -> str:
+    def encode(events: list[Event], dropped: int) -> str:
         return json.dumps({"events": [e.to_dict() for e in events], "dropped": dropped})
 
-    await serve(websocket, subscription, first, flush, settings.flush_interval)
+    return Hub(supervisor, encode, settings.flush_interval)
 
 
-async def page_stream(websocket: WebSocket, supervisor: Supervisor, renderer: Renderer,
-                      settings: Settings, experiments: Experiments, recipes: Recipes,
-                      viewer: bool = False) -> None:
-    """`WS /ws/page`: a full snapshot on connect, then batched card and row fragments."""
-    subscription = supervisor.bus.subscribe()
-    recent = list(supervisor.bus.recent)[-settings.page_rows:]
-    last_seq = recent[-1].seq if recent else 0
-    shown = set(supervisor.workers)
-    hidden_total = 0
-    runs_shown = len(experiments.runs)
-    first = renderer.snapshot(supervisor.workers.values(), recent,
-                              renderer.render_experiments(experiments, oob=True)
-                              + renderer.render_recipe(recipes, oob=True, viewer=viewer))
+async def json_stream(websocket: WebSocket, supervisor: Supervisor, hub: Hub) -> None:
+    """`WS /api/events`; the first message adds `workers`, a snapshot."""
 
-    def flush(events: list[Event], dropped: int) -> str | None:
-        nonlocal hidden_total, runs_shown
-        events = [e for e in events if e.seq > last_seq]
-        workers = supervisor.workers
+    def first() -> str:
+        return json.dumps({"events": [], "dropped": 0,
+                           "workers": [w.to_dict() for w in supervisor.workers.values()]})
+
+    def caught_up(outbox: Outbox) -> str:
+        return json.dumps({"events": [], "dropped": outbox.lost})
+
+    await serve(websocket, hub, first, caught_up)
+
+
+class PageHub(Hub):
+    """The hub of `WS /ws/page`: card and row fragments rendered once per flush.
+
+    Every connection sees the same updates, so a new connection's snapshot shows the workers
+    as of the hub's last flush (`shown`): the next update then fits it exactly."""
+
+    keeps_state = True
+
+    def __init__(self, supervisor: Supervisor, renderer: Renderer, settings: Settings,
+                 experiments: Experiments, recipes: Recipes):
+        self.supervisor, self.renderer, self.settings = supervisor, renderer, settings
+        self.experiments, self.recipes = experiments, recipes
+        self.shown: set[str] = set(supervisor.workers)
+        self.last_seq = supervisor.bus.recent[-1].seq if supervisor.bus.recent else 0
+        self.hidden_total = 0
+        self.runs_shown = len(experiments.runs)
+        super().__init__(supervisor, self._update, settings.flush_interval)
+
+    def snapshot(self, viewer: bool = False) -> str:
+        """Everything the live parts show, consistent with the next update."""
+        workers = [w for i, w in self.supervisor.workers.items() if i in self.shown]
+        recent = [e for e in self.supervisor.bus.recent if e.seq <= self.last_seq]
+        renderer = self.renderer
+        return renderer.snapshot(
+            workers, recent[-self.settings.page_rows:],
+            renderer.render_experiments(self.experiments, oob=True)
+            + renderer.render_recipe(self.recipes, oob=True, viewer=viewer))
+
+    def _update(self, events: list[Event], dropped: int) -> str | None:
+        workers, shown = self.supervisor.workers, self.shown
+        if events:
+            self.last_seq = events[-1].seq
         touched = set(workers) if dropped else {e.worker for e in events}
         new = [w for w in workers.values() if w.id not in shown]
         changed = [workers[i] for i in touched if i in workers and i in shown]
         removed = sorted(shown - set(workers))
         shown.difference_update(removed)
         shown.update(w.id for w in new)
-        rows = events[-settings.rows_per_flush:]
+        rows = events[-self.settings.rows_per_flush:]
         hidden = dropped + len(events) - len(rows)
-        hidden_total += hidden
+        self.hidden_total += hidden
         extra = ""
-        runs = experiments.runs.values()
-        if len(runs) != runs_shown or any(touched & run.workers for run in runs):
-            runs_shown = len(runs)
-            extra = renderer.render_experiments(experiments, oob=True)
-        run = recipes.latest
+        runs = self.experiments.runs.values()
+        if len(runs) != self.runs_shown or any(touched & run.workers for run in runs):
+            self.runs_shown = len(runs)
+            extra = self.renderer.render_experiments(self.experiments, oob=True)
+        run = self.recipes.latest
         if run and any(e.type == "step" or e.worker in run.workers.values() for e in events):
-            extra += renderer.render_recipe(recipes, oob=True, viewer=viewer)
+            extra += self.renderer.render_recipe(self.recipes, oob=True)
         if not (new or changed or removed or rows or hidden or extra):
             return None
-        return renderer.update(new, changed, removed, rows, hidden_total if hidden else 0,
-                               extra)
+        return self.renderer.update(new, changed, removed, rows,
+                                    self.hidden_total if hidden else 0, extra)
 
-    await serve(websocket, subscription, first, flush, settings.flush_interval)
+
+async def page_stream(websocket: WebSocket, hub: PageHub, viewer: bool = False) -> None:
+    """`WS /ws/page`: a full snapshot on connect, then the hub's fragments."""
+    await serve(websocket, hub, lambda: hub.snapshot(viewer), lambda _: hub.snapshot(viewer))

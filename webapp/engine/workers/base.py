@@ -12,7 +12,7 @@ from webapp.engine.events import Address, Event, Throttled
 from webapp.engine.policy import Policy
 from webapp.engine.ratelimit import Throttle
 from webapp.engine.specs import Spec
-from webapp.engine.udp import Target
+from webapp.engine.udp import Target, kernel_queue
 
 # Life of a worker: starting -> running (<-> paused, servers) -> stopped (asked to) |
 # finished (done its work) | failed.
@@ -88,8 +88,21 @@ class Worker:
                           f"{self.policy.describe_caps()}", caps=self.policy.describe_caps())
             await asyncio.sleep(wait)
 
+    def watch_kernel_drops(self, every: float = 1.0) -> None:
+        """Keep the `kernel_drops` counter up to date: datagrams the kernel dropped at this
+        socket because its receive buffer was full (from /proc/net/udp, this namespace's)."""
+        queue = kernel_queue(self.sock) if self.sock is not None else None
+        if queue is not None:
+            self.counters["kernel_drops"] = queue[1]
+        if self.sock is not None:
+            self._drops_timer = asyncio.get_running_loop().call_later(
+                every, self.watch_kernel_drops, every)
+
     def close(self) -> None:
         """Stop reading and close the socket; safe to call twice."""
+        timer = getattr(self, "_drops_timer", None)
+        if timer is not None:
+            timer.cancel()
         if self.sock is not None:
             try:
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())

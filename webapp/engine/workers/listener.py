@@ -14,7 +14,7 @@ class ListenerWorker(Worker):
     """Receives and reports; never replies."""
 
     kind = "listener"
-    counter_names = ("received", "bytes_in", "errors")
+    counter_names = ("received", "bytes_in", "kernel_drops", "errors")
     spec: ListenerSpec
 
     def open(self) -> None:
@@ -27,6 +27,7 @@ class ListenerWorker(Worker):
         loop = asyncio.get_running_loop()
         self._stop: asyncio.Future[None] = loop.create_future()
         loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.watch_kernel_drops()
         await self._stop  # runs until stopped
         return "finished"
 

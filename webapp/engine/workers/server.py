@@ -85,6 +85,7 @@ class ServerWorker(Worker):
     async def run(self) -> str:
         if self.state == "running":  # it may have been paused before its task first ran
             asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
+        self.watch_kernel_drops()
         await self._failure  # only a crash in a callback ends a server; stop() cancels
         return "failed"
 
