@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from webapp.engine import EngineError
 from webapp.engine.interfaces import host_choices
 from webapp.engine import interfaces, ports, sockopts
+from webapp.engine.export import payload_of
 from webapp.engine.forge import can_forge
 from webapp.engine.labscenarios import SCENARIOS
 from webapp.engine.policy import LIMITED_BROADCAST
@@ -56,6 +57,7 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
         recipes=recipes.catalogue(),
         recipe_html=renderer.render_recipe(recipes, viewer=viewer),
         viewer=viewer,
+        ladder_html=renderer.render_ladder(supervisor),
         lab_html=Markup(_lab_fragment(renderer, supervisor)),
         workers=list(supervisor.workers.values()),
         rows=renderer.render_rows(recent),
@@ -303,6 +305,23 @@ async def lab_scenario_from_page(name: str, request: Request, scenarios: LabScen
     if request.headers.get("hx-request") == "true":
         return HTMLResponse(fragment)
     return HTMLResponse(_lab_fragment(renderer, supervisor, result_html=fragment))
+
+
+@router.get("/datagram/{seq}")
+async def datagram(seq: int, supervisor: SupervisorDep, renderer: RendererDep) -> HTMLResponse:
+    """One datagram of the ladder: addresses, size, payload as text and hex."""
+    template = renderer.env.get_template("partials/_datagram.html")
+    found = next((e for e in supervisor.bus.recent if e.seq == seq), None)
+    if found is None:
+        found = next((e for w in supervisor.workers.values() for e in w.history
+                      if e.seq == seq), None)
+    if found is None or not hasattr(found, "peer"):
+        return HTMLResponse(template.render(missing=True), status_code=404)
+    data, exact = payload_of(found.to_dict())
+    incoming = found.type in ("received", "reply", "rejected", "dropped")
+    source, destination = (found.peer, found.local) if incoming else (found.local, found.peer)
+    return HTMLResponse(template.render(event=found, source=source, destination=destination,
+                                        hex=data[:256].hex(" "), exact=exact))
 
 
 @router.post("/recipes")

@@ -12,6 +12,7 @@ from markupsafe import Markup
 
 from webapp.engine.events import Event
 from webapp.engine.workers import Worker
+from webapp.web.ladder import layout
 
 
 def make_environment(templates_dir) -> jinja2.Environment:
@@ -39,6 +40,7 @@ class Renderer:
         self.batch = env.get_template("partials/_batch.html")
         self.experiments = env.get_template("partials/_experiments.html")
         self.recipe = env.get_template("partials/_recipe.html")
+        self.ladder = env.get_template("partials/_ladder.html")
 
     # Both return Markup: the HTML is escaped already (autoescape), so `{{ rows }}` in a page
     # must not escape it a second time.
@@ -60,6 +62,11 @@ class Renderer:
         run = recipes.latest
         return Markup(self.recipe.render(run=run.to_dict() if run else None, oob=oob,
                                          viewer=viewer))
+
+    def render_ladder(self, supervisor, *, oob: bool = False) -> Markup:
+        """The ladder diagram of the newest datagrams."""
+        kinds = {w.id: w.kind for w in supervisor.workers.values()}
+        return Markup(self.ladder.render(ladder=layout(supervisor.bus.recent, kinds), oob=oob))
 
     def snapshot(self, workers: Iterable[Worker], recent: Iterable[Event], extra: str = "") -> str:
         """Everything the live parts of the page show, for a page that (re)connects."""

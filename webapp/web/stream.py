@@ -23,6 +23,8 @@ from webapp.engine.recipes import Recipes
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
+LADDER_TYPES = frozenset({"sent", "received", "dropped", "timeout", "gave-up", "rejected",
+                          "reply", "error"})
 OUTBOX = 8  # messages a connection may fall behind before it is caught up the hard way
 
 
@@ -173,7 +175,8 @@ class PageHub(Hub):
         return renderer.snapshot(
             workers, recent[-self.settings.page_rows:],
             renderer.render_experiments(self.experiments, oob=True)
-            + renderer.render_recipe(self.recipes, oob=True, viewer=viewer))
+            + renderer.render_recipe(self.recipes, oob=True, viewer=viewer)
+            + renderer.render_ladder(self.supervisor, oob=True))
 
     def _update(self, events: list[Event], dropped: int) -> str | None:
         workers, shown = self.supervisor.workers, self.shown
@@ -196,6 +199,8 @@ class PageHub(Hub):
         run = self.recipes.latest
         if run and any(e.type == "step" or e.worker in run.workers.values() for e in events):
             extra += self.renderer.render_recipe(self.recipes, oob=True)
+        if any(e.type in LADDER_TYPES for e in events):
+            extra += self.renderer.render_ladder(self.supervisor, oob=True)
         if not (new or changed or removed or rows or hidden or extra):
             return None
         return self.renderer.update(new, changed, removed, rows,
