@@ -28,7 +28,7 @@ INSTALL_STAMP := $(VENV)/.udplab-install.stamp
 TEST_STAMP := $(VENV)/.udplab-test-deps.stamp
 NPM_STAMP := node_modules/.udplab-npm.stamp
 HTMX_DIST := node_modules/htmx.org/dist
-VENDOR_FILES := $(addprefix static/vendor/,htmx.min.js hx-ws.min.js swagger-ui-bundle.js swagger-ui.css)
+VENDOR_FILES := $(addprefix static/vendor/,htmx.min.js hx-ws.min.js swagger-ui-bundle.js swagger-ui.css uPlot.iife.min.js uPlot.min.css)
 
 CHROMIUM := /usr/bin/chromium
 APT_PACKAGES := chromium fonts-dejavu-core fonts-liberation tshark
@@ -100,6 +100,8 @@ VENDOR_htmx.min.js := $(HTMX_DIST)/htmx.min.js
 VENDOR_hx-ws.min.js := $(HTMX_DIST)/ext/hx-ws.min.js
 VENDOR_swagger-ui-bundle.js := node_modules/swagger-ui-dist/swagger-ui-bundle.js
 VENDOR_swagger-ui.css := node_modules/swagger-ui-dist/swagger-ui.css
+VENDOR_uPlot.iife.min.js := node_modules/uplot/dist/uPlot.iife.min.js
+VENDOR_uPlot.min.css := node_modules/uplot/dist/uPlot.min.css
 
 static/vendor/%: $(NPM_STAMP)
 	@mkdir -p $(@D)

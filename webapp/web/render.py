@@ -27,7 +27,26 @@ def make_environment(templates_dir) -> jinja2.Environment:
         f".{int(t % 1 * 1000):03d}"
     )
     env.filters["addr"] = lambda a: f"{a[0]}:{a[1]}" if a else "—"
+    env.globals["backoff_steps"] = backoff_steps
     return env
+
+
+def backoff_steps(worker: Worker, limit: int = 12) -> list[dict]:
+    """A client's newest waits, for its backoff timeline: each wait's length and how it
+    ended (a reply, a timeout, or giving up)."""
+    steps: list[dict] = []
+    for event in worker.history:
+        if event.type == "waiting":
+            steps.append({"delay": event.delay, "end": "waiting"})
+        elif event.type in ("reply", "timeout") and steps and steps[-1]["end"] == "waiting":
+            steps[-1]["end"] = event.type
+        elif event.type == "gave-up" and steps:
+            steps[-1]["end"] = "gave-up"
+    steps = steps[-limit:]
+    longest = max((s["delay"] for s in steps), default=1) or 1
+    for step in steps:
+        step["width"] = max(2, round(100 * step["delay"] / longest))
+    return steps
 
 
 class Renderer:

@@ -1,0 +1,48 @@
+// The live traffic chart: datagrams received per second by the servers and listeners on
+// the page, and stream datagrams lost per second, sampled from the cards' exact counters
+// once a second (uPlot, installed from npm). No inline script: the CSP allows none.
+(() => {
+  "use strict";
+  const POINTS = 60;
+
+  function sum(selector) {
+    let total = 0;
+    for (const element of document.querySelectorAll(selector)) {
+      total += Number(element.textContent) || 0;
+    }
+    return total;
+  }
+
+  function lost() {
+    let total = 0;
+    for (const row of document.querySelectorAll("[data-stream-lost]")) total += Number(row.dataset.streamLost) || 0;
+    return total;
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const box = document.getElementById("rate-chart");
+    if (!box || !window.uPlot) return;
+    const data = [[], [], []];
+    const chart = new window.uPlot({
+      width: Math.max(280, box.clientWidth - 8), height: 180,
+      series: [{}, { label: "received/s", stroke: "#0b5cad", width: 2 },
+               { label: "lost/s", stroke: "#a4161a", width: 2, dash: [6, 3] }],
+      axes: [{}, { size: 60 }],
+    }, data, box);
+    let last = null;
+    setInterval(() => {
+      const now = { t: Date.now() / 1000, received: sum(".kind-server [data-counter=received], .kind-listener [data-counter=received]"), lost: lost() };
+      if (last) {
+        const dt = now.t - last.t;
+        data[0].push(now.t);
+        data[1].push(Math.max(0, (now.received - last.received) / dt));
+        data[2].push(Math.max(0, (now.lost - last.lost) / dt));
+        for (const series of data) if (series.length > POINTS) series.shift();
+        chart.setData(data);
+        box.dataset.points = String(data[0].length);
+      }
+      last = now;
+    }, 1000);
+    window.addEventListener("resize", () => chart.setSize({ width: Math.max(280, box.clientWidth - 8), height: 180 }));
+  });
+})();
