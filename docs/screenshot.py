@@ -23,18 +23,13 @@ def main() -> None:
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(f"{server.base}/?token={server.token}")
             page.wait_for_selector("#conn-status.live")
-            api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=5)
-            port = api.post("/api/workers", json={
-                "kind": "server", "name": "book-server", "port": 0,
-                "drop_rate": 0.5, "seed": 3}).json()["local"][1]
-            api.post("/api/workers", json={
-                "kind": "client", "name": "careful", "port": port, "mode": "connected",
-                "count": 3, "interval": 0.2})
+            api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=30)
+            api.post("/api/recipes/04-loss-and-backoff", json={"wait": True})
+            api.post("/api/experiments/impostor", json={})
             time.sleep(2.5)
-            page.locator("#client-form input[name=port]").fill(str(port))
             page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
             browser.close()
     finally:
