@@ -262,9 +262,10 @@ async def play_recipe(name: str, request: Request, recipes: RecipesDep,
     """Start a recipe. `{"wait": true}` answers when every step has run; otherwise it plays in
     the background and `GET /api/recipes/runs/{id}` shows how far it got."""
     raw = await _json_body(request, default={})
-    if not isinstance(raw, dict) or set(raw) - {"wait", "step"}:
+    if not isinstance(raw, dict) or set(raw) - {"wait", "step"} \
+            or not all(isinstance(v, bool) for v in raw.values()):
         raise BadSpec("The body may only have 'wait' (true: answer when done) and 'step' "
-                      "(true: play only the first step)")
+                      "(true: play only the first step), each true or false")
     run = recipes.start(name)
     if raw.get("step"):
         await recipes.next(run)

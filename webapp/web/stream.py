@@ -25,6 +25,7 @@ from webapp.web.settings import Settings
 
 LADDER_TYPES = frozenset({"sent", "received", "dropped", "timeout", "gave-up", "rejected",
                           "reply", "error"})
+LADDER_EVERY = 0.25  # seconds: the ladder is redrawn at most this often
 OUTBOX = 8  # messages a connection may fall behind before it is caught up the hard way
 
 
@@ -58,11 +59,14 @@ class Hub:
         self.outboxes: set[Outbox] = set()
         supervisor.spawn(self._run(), name="stream hub")
 
+    async def _wait(self) -> None:
+        await self.subscription.wait()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                await self.subscription.wait()
+                await self._wait()
                 started = loop.time()
                 events, dropped = self.subscription.drain()
                 if not self.outboxes and not self.keeps_state:
@@ -165,7 +169,17 @@ class PageHub(Hub):
         self.last_seq = supervisor.bus.recent[-1].seq if supervisor.bus.recent else 0
         self.hidden_total = 0
         self.runs_shown = len(experiments.runs)
+        self.ladder_at, self.ladder_due = 0.0, None  # when the ladder was last redrawn / is due
         super().__init__(supervisor, self._update, settings.flush_interval)
+
+    async def _wait(self) -> None:
+        if self.ladder_due is None:
+            return await self.subscription.wait()
+        try:  # a ladder redraw is due: wake up for it even if nothing else happens
+            async with asyncio.timeout(LADDER_EVERY):
+                await self.subscription.wait()
+        except TimeoutError:
+            pass
 
     def snapshot(self, viewer: bool = False) -> str:
         """Everything the live parts show, consistent with the next update."""
@@ -191,6 +205,8 @@ class PageHub(Hub):
         rows = events[-self.settings.rows_per_flush:]
         hidden = dropped + len(events) - len(rows)
         self.hidden_total += hidden
+        if not self.outboxes:
+            return None  # nobody watches: the state above is kept, nothing is rendered
         extra = ""
         runs = self.experiments.runs.values()
         if len(runs) != self.runs_shown or any(touched & run.workers for run in runs):
@@ -199,8 +215,14 @@ class PageHub(Hub):
         run = self.recipes.latest
         if run and any(e.type == "step" or e.worker in run.workers.values() for e in events):
             extra += self.renderer.render_recipe(self.recipes, oob=True)
-        if any(e.type in LADDER_TYPES for e in events):
-            extra += self.renderer.render_ladder(self.supervisor, oob=True)
+        now = asyncio.get_running_loop().time()
+        if self.ladder_due is not None and now >= self.ladder_due or \
+                any(e.type in LADDER_TYPES for e in events):
+            if now - self.ladder_at >= LADDER_EVERY:  # a redrawn SVG costs the browser most
+                extra += self.renderer.render_ladder(self.supervisor, oob=True)
+                self.ladder_at, self.ladder_due = now, None
+            else:
+                self.ladder_due = self.ladder_at + LADDER_EVERY
         if not (new or changed or removed or rows or hidden or extra):
             return None
         return self.renderer.update(new, changed, removed, rows,
