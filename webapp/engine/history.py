@@ -244,11 +244,14 @@ class HistoryStore:
 
     def delete_worker(self, worker_id: int) -> None:
         """Forget one worker of the history, events and all."""
+        _check_id(worker_id)
         if not self.db.execute("DELETE FROM workers WHERE id = ?", (worker_id,)).rowcount:
             raise UnknownHistory(f"There is no worker {worker_id} in the history: list them "
                                  "with GET /api/history")
 
     def delete_all(self, session: int | None = None, *, keep: int | None = None) -> int:
+        if session is not None:
+            _check_id(session)
         """Forget one session (or every one); the session `keep` (this run) stays, emptied.
         How many workers went."""
         db = self.db
@@ -273,6 +276,7 @@ class HistoryStore:
 
     def session(self, session: int) -> dict[str, Any]:
         """One session's row, or `UnknownHistory`."""
+        _check_id(session)
         row = self.db.execute("SELECT id, started, ended, label, imported, events_lost "
                               "FROM sessions WHERE id = ?", (session,)).fetchone()
         if row is None:
@@ -307,6 +311,7 @@ class HistoryStore:
 
     def worker(self, worker_id: int, *, events: bool = True) -> dict[str, Any]:
         """One worker of the history: spec, states, counters and (oldest first) events."""
+        _check_id(worker_id)
         row = self.db.execute(f"SELECT {WORKER_COLUMNS} FROM workers w WHERE w.id = ?",
                               (worker_id,)).fetchone()
         if row is None:
@@ -322,6 +327,7 @@ class HistoryStore:
 
     def session_workers(self, session: int) -> list[dict[str, Any]]:
         """Every worker of one session, in full, in the order they started."""
+        _check_id(session)
         self.session(session)
         ids = [i for (i,) in self.db.execute(
             "SELECT id FROM workers WHERE session = ? ORDER BY id", (session,))]
@@ -346,3 +352,10 @@ def _session_dict(row: tuple) -> dict[str, Any]:
     id_, started, ended, label, imported, lost = row
     return {"id": id_, "started": started, "ended": ended, "label": label,
             "imported": bool(imported), "events_lost": lost}
+
+
+def _check_id(value: int) -> None:
+    """Ids SQLite cannot hold are simply not in the history (404, not a crash)."""
+    if not 1 <= value <= 2**63 - 1:
+        raise UnknownHistory(f"There is no {value} in the history: ids are whole numbers "
+                             "from 1, as GET /api/history lists them")

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webapp import __version__
 from webapp.engine import EngineError, Supervisor
@@ -90,6 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if exc.field:
             body["field"] = exc.field
         return JSONResponse(body, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        messages = {404: "There is nothing at this address: see /docs for the API's routes",
+                    405: "This address does not take that method: see /docs"}
+        return JSONResponse({"error": messages.get(exc.status_code, str(exc.detail))},
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
