@@ -19,6 +19,7 @@
   // Presentation mode: large type and high contrast for a projector; remembered per browser.
   function setPresenting(on) {
     document.body.classList.toggle("present", on);
+    document.documentElement.classList.toggle("present", on);  // rem sizes follow the root
     const toggle = document.getElementById("present-toggle");
     if (toggle) toggle.setAttribute("aria-pressed", String(on));
     try { localStorage.setItem("udplab-present", on ? "1" : "0"); } catch (e) { /* private mode */ }
@@ -37,6 +38,8 @@
     const target = event.target;
     if (target && (target.isContentEditable || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName))) return;
     const key = event.key.toLowerCase();
+    // The read-only viewer may only change how the page looks.
+    if (document.body.classList.contains("viewer") && key !== "p") return;
     if (key === "p") setPresenting(!document.body.classList.contains("present"));
     else if (key === "n") click("#recipe-next");
     else if (key === "s") click(".card.kind-server button.pause, .card.kind-server button.resume");

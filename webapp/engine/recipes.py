@@ -136,6 +136,15 @@ class Recipes:
             if run.index >= len(run.recipe["steps"]):
                 await self._clean_up(run)
                 run.done = True
+            # Say how the step went: the page redraws the recipe on these events.
+            verdict = "matched the book" if result["ok"] else "did not match the book"
+            ending = ""
+            if run.done:
+                ending = (" Recipe finished: all steps matched the book." if run.to_dict()["ok"]
+                          else " Recipe finished: some steps did not match.")
+            bus.publish(Step(seq=bus.next_seq(), time=time.time(), worker=run.id,
+                             message=f"Step {run.index}: {verdict}.{ending}",
+                             recipe=run.name, index=run.index - 1))
         return run
 
     def _resolve(self, run: RecipeRun, value: Any) -> Any:
