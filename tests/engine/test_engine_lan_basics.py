@@ -168,8 +168,8 @@ async def test_wildcard_first_then_specific_conflicts_with_covers():
             await sup.start({"kind": "server", "name": "one", "host": LOOPBACK, "port": port})
         message = caught.value.message
         assert "Address already in use" in message
-        assert (f"wild is bound to 0.0.0.0, every address of this machine, which already "
-                f"covers 127.0.0.1") in message
+        assert ("wild is bound to 0.0.0.0, every address of this machine, which already "
+                "covers 127.0.0.1") in message
         # the same address exactly
         with pytest.raises(Conflict) as again:
             await sup.start({"kind": "server", "name": "wild-2", "host": "0.0.0.0",

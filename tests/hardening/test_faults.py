@@ -9,10 +9,8 @@ import struct
 import termios
 import time
 
-import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from webapp.engine import Supervisor
 

@@ -89,6 +89,12 @@ class Recorder:
             for record in records:
                 record.states, record.events, record.dropped = [], [], 0
 
+    async def history_id(self, worker: Worker) -> int | None:
+        """The history id of a live (or recent) worker, after saving what is pending."""
+        await self.flush()
+        tracked = self._tracked.get(worker.id)
+        return tracked.record.id if tracked is not None and tracked.worker is worker else None
+
     def _track(self, worker: Worker) -> _Tracked:
         tracked = self._tracked.get(worker.id)
         if tracked is None or tracked.worker is not worker:  # new, or an id used again

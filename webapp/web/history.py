@@ -20,7 +20,7 @@ from starlette.requests import HTTPConnection
 from webapp.engine import EngineError, Supervisor, export
 from webapp.engine.errors import BadSpec
 from webapp.engine.history import (
-    FILENAME, SCHEMA_VERSION, HistoryStore, HistoryUnavailable,
+    FILENAME, SCHEMA_VERSION, HistoryStore, HistoryUnavailable, UnknownHistory,
 )
 from webapp.engine.recorder import Recorder
 from webapp.web.deps import RendererDep, SupervisorDep
@@ -165,6 +165,18 @@ async def export_worker(history_id: int, fmt: str, recorder: HistoryDep) -> Resp
         return worker, _export(fmt, [worker], recorder.store.session(worker["session"]))
     worker, body = await _read(recorder, build)
     return _download(fmt, body, f"udplab-{worker['worker']}-{history_id}")
+
+
+@router.get("/api/workers/{worker_id}/export.{fmt}")
+async def export_live_worker(worker_id: str, fmt: str, recorder: HistoryDep,
+                             supervisor: SupervisorDep) -> Response:
+    """A worker of this run, exported from the history (its card's download links)."""
+    _check_format(fmt)
+    history_id = await recorder.history_id(supervisor.get(worker_id))
+    if history_id is None:
+        raise UnknownHistory(f"Worker {worker_id} is not in the history yet: try again in a "
+                             "second")
+    return await export_worker(history_id, fmt, recorder)
 
 
 @router.get("/api/history/sessions/{session_id:int}/export.{fmt}")
