@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from conftest import tshark_fields
+from history_helpers import tshark_fields
 from webapp.engine import export
 from webapp.engine.history import (
     FILENAME, SCHEMA_VERSION, HistoryStore, HistoryUnavailable, UnknownHistory, WorkerRecord,

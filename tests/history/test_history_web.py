@@ -8,7 +8,7 @@ import signal
 import sqlite3
 import time
 
-from conftest import exchange, find, start_with_data, tshark_fields
+from history_helpers import exchange, find, start_with_data, tshark_fields
 from live import stop_and_check
 from webapp.engine.export import CSV_COLUMNS, DATAGRAM_TYPES
 from webapp.engine.history import FILENAME, SCHEMA_VERSION
