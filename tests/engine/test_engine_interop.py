@@ -10,26 +10,16 @@ import threading
 
 import pytest
 
+from waiting import ended, until
 from webapp.engine import Supervisor
 from webapp.engine.payload import show
-from webapp.engine.workers import Worker
 
 LOOPBACK = "127.0.0.1"
 MAX_BYTES = 65535
 
 
-async def until(predicate, what: str, timeout: float = 3.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-async def ended(worker: Worker, timeout: float = 5.0) -> None:
-    done, _ = await asyncio.wait([worker.task], timeout=timeout)
-    assert done, f"{worker.id} still {worker.state} after {timeout} s"
 
 
 class BookServer(threading.Thread):

@@ -13,17 +13,16 @@ import json
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from waiting import ended, of_type, until
 from webapp.engine import BadSpec, Conflict, Refused, Supervisor
 from webapp.engine import interfaces as ifaces
 from webapp.engine import mtu, ports, sockopts
 from webapp.engine.experiments import BindingExplorer
 from webapp.engine.policy import LIMITED_BROADCAST, Policy
-from webapp.engine.workers import Worker
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_2 = "127.0.0.2"  # also loopback on Linux (all of 127.0.0.0/8 is)
@@ -31,25 +30,10 @@ LOOPBACK_BROADCAST = "127.255.255.255"
 QUICK = {"timeout": 0.2, "give_up_after": 0.5}  # a client that gives up within ~1 s
 
 
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 3.0) -> None:
-    """Poll `predicate` while the loop runs the workers; fail after `timeout` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-async def ended(worker: Worker, timeout: float = 5.0) -> Worker:
-    """Wait for a worker's task to end by itself (without cancelling it on timeout)."""
-    done, _ = await asyncio.wait([worker.task], timeout=timeout)
-    assert done, f"{worker.id} still {worker.state} after {timeout} s"
-    return worker
 
 
-def of_type(worker: Worker, kind: str) -> list:
-    return [event for event in worker.history if event.type == kind]
 
 
 def ip_addr() -> list[dict]:

@@ -7,10 +7,10 @@ waiting is not what the test is about.
 import asyncio
 import errno
 import socket
-from collections.abc import Callable
 
 import pytest
 
+from waiting import ended, of_type, until
 from webapp.engine import BadSpec, Conflict, Supervisor, UnknownWorker
 from webapp.engine.backoff import Backoff
 from webapp.engine.payload import show
@@ -21,29 +21,14 @@ LOOPBACK = "127.0.0.1"
 FAST = {"timeout": 0.02, "give_up_after": 0.1}  # waits 0.02, 0.04, 0.08 s, then gives up
 
 
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 3.0) -> None:
-    """Poll `predicate` while the loop runs the workers; fail after `timeout` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-async def ended(worker: Worker, timeout: float = 3.0) -> Worker:
-    """Wait for a worker's task to end by itself (without cancelling it on timeout)."""
-    done, _ = await asyncio.wait([worker.task], timeout=timeout)
-    assert done, f"{worker.id} still {worker.state} after {timeout} s"
-    return worker
 
 
 def types(worker: Worker) -> list[str]:
     return [event.type for event in worker.history]
 
 
-def of_type(worker: Worker, kind: str) -> list:
-    return [event for event in worker.history if event.type == kind]
 
 
 async def ask(port: int, data: bytes, host: str = LOOPBACK) -> tuple[bytes, tuple]:

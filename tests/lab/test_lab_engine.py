@@ -17,18 +17,17 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
+from waiting import ended, of_type, until
 from webapp.engine import BadSpec, Conflict, Supervisor
 from webapp.engine import lab as lab_module
 from webapp.engine import netns
 from webapp.engine.lab import Lab
 from webapp.engine.labscenarios import SCENARIOS, LabScenarios
-from webapp.engine.workers import Worker
 
 pytestmark = pytest.mark.usefixtures("lab_admin")
 
@@ -44,25 +43,10 @@ NODES = ("h1", "h2", "h3", "h4", "router", "switch")
 SIOCGSKNS = 0x894C  # linux/sockios.h: a file descriptor of the socket's network namespace
 
 
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 3.0) -> None:
-    """Poll `predicate` while the loop runs the workers; fail after `timeout` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-async def ended(worker: Worker, timeout: float = 5.0) -> Worker:
-    """Wait for a worker's task to end by itself (without cancelling it on timeout)."""
-    done, _ = await asyncio.wait([worker.task], timeout=timeout)
-    assert done, f"{worker.id} still {worker.state} after {timeout} s"
-    return worker
 
 
-def of_type(worker: Worker, kind: str) -> list:
-    return [event for event in worker.history if event.type == kind]
 
 
 @asynccontextmanager
