@@ -17,7 +17,7 @@ from webapp.engine.history import default_data_dir
 from webapp.engine.interfaces import ipv4_addresses
 from webapp.web import Settings, create_app
 
-TOKEN_IN_URL = re.compile(r"token=[^&\s]*")
+TOKEN_IN_URL = re.compile(r"(token|view)=[^&\s]*")
 
 
 class RedactToken(logging.Filter):
@@ -26,7 +26,7 @@ class RedactToken(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                TOKEN_IN_URL.sub("token=(hidden)", a) if isinstance(a, str) else a
+                TOKEN_IN_URL.sub(r"\1=(hidden)", a) if isinstance(a, str) else a
                 for a in record.args
             )
         return True

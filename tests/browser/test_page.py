@@ -97,3 +97,29 @@ def test_api_docs_page_renders_under_the_csp(page, live):
     page.goto(f"{live.base}/docs")
     expect(page.locator("#swagger-ui")).to_contain_text("/api/workers")
     assert page.console_errors == []
+
+
+def test_ladder_chart_and_backoff_timeline(page, live):
+    """The ladder draws the exchange, a click shows the datagram's bytes, the client card
+    shows its waits, and the traffic chart collects points."""
+    page.goto(f"{live.base}/?token={live.token}")
+    expect(page.locator("#conn-status")).to_have_text("live")
+    with live.client() as api:
+        server = api.start(kind="server", name="ladder-server", port=0, drop_rate=0.5, seed=7)
+        api.start(kind="client", name="ladder-client", port=server["local"][1],
+                  mode="connected", message="ladder please")
+        arrow = page.locator(".ladder a.item", has_text="ladder please").first
+        expect(arrow).to_be_visible()
+        expect(page.locator(".ladder .mark", has_text="pretended to drop").first).to_be_visible()
+        arrow.click()
+        expect(page.locator("#datagram")).to_contain_text("ladder please")
+        expect(page.locator("#datagram .hex")).to_contain_text("6c 61 64 64 65 72")  # "ladder"
+        timeline = page.locator("#worker-ladder-client .backoff li")
+        expect(timeline.first).to_contain_text("0.1 s")
+        expect(page.locator("#worker-ladder-client .backoff")).to_contain_text("✓ reply")
+        expect(page.locator("#rate-chart canvas")).to_have_count(1)
+        # (wait_for_function would need eval, which the page's CSP rightly forbids)
+        expect(page.locator("#rate-chart")).to_have_attribute(
+            "data-points", re.compile(r"^([2-9]|\d\d+)$"), timeout=5000)
+        api.stop_started()
+    assert page.console_errors == []

@@ -1,5 +1,6 @@
 """The security model of DESIGN.md §4, one rule per test, against a live udplab."""
 
+import re
 import asyncio
 import secrets
 import time
@@ -379,3 +380,15 @@ def test_form_error_page_escapes_what_was_typed(live):
     check = PageCheck.of(response.text)
     assert not check.problems, check.problems
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+
+
+def test_viewer_token_never_reaches_the_log(live):
+    viewer = re.search(r"\?view=(\S+)", live.output()).group(1)
+    with live.client(auth=False) as http:
+        assert http.get("/", params={"view": viewer}).status_code == 303
+    deadline = time.monotonic() + 5
+    while "view=(hidden)" not in live.output():
+        assert time.monotonic() < deadline, live.output()[-2000:]
+        time.sleep(0.02)
+    assert live.output().count(viewer) == 1  # only in the URL printed at start
+    assert viewer not in live.log()

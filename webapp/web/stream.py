@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -30,19 +31,19 @@ OUTBOX = 8  # messages a connection may fall behind before it is caught up the h
 
 
 class Outbox:
-    """One connection's pending messages."""
+    """One connection's pending batches: (encoded text, what merging needs, events in it)."""
 
     def __init__(self):
-        self.messages: deque[tuple[str, int]] = deque()  # (text, events in it)
+        self.messages: deque[tuple[str, Any, int]] = deque()
         self.ready = asyncio.Event()
-        self.lost = 0  # events in messages dropped because the connection was slow
+        self.lost = 0  # events in batches dropped because the connection was slow
         self.overflowed = False
 
-    def offer(self, text: str, events: int) -> None:
+    def offer(self, text: str, parts: Any, events: int) -> None:
         if len(self.messages) >= OUTBOX:
-            self.lost += self.messages.popleft()[1]
+            self.lost += self.messages.popleft()[2]
             self.overflowed = True
-        self.messages.append((text, events))
+        self.messages.append((text, parts, events))
         self.ready.set()
 
 
@@ -51,8 +52,10 @@ class Hub:
 
     keeps_state = False  # True: encode even with no watcher (the encoder tracks state)
 
-    def __init__(self, supervisor: Supervisor, encode: Callable[[list[Event], int], str | None],
-                 interval: float):
+    def __init__(self, supervisor: Supervisor,
+                 encode: Callable[[list[Event], int], tuple[str, Any] | None], interval: float,
+                 merge: Callable[[list[Any]], str] = lambda parts: "".join(parts)):
+        self.merge = merge
         self.subscription = supervisor.bus.subscribe(maxlen=100_000)
         self.encode = encode
         self.interval = interval
@@ -71,10 +74,10 @@ class Hub:
                 events, dropped = self.subscription.drain()
                 if not self.outboxes and not self.keeps_state:
                     continue  # nobody watches: nothing to encode
-                text = self.encode(events, dropped)
-                if text:
+                encoded = self.encode(events, dropped)
+                if encoded:
                     for outbox in self.outboxes:
-                        outbox.offer(text, len(events))
+                        outbox.offer(*encoded, len(events))
                 await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))
         finally:
             self.subscription.close()
@@ -102,8 +105,14 @@ async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
                 await websocket.send_text(caught_up(outbox))
                 outbox.lost = 0
                 outbox.messages.append(newest)
-            while outbox.messages:
-                await websocket.send_text(outbox.messages.popleft()[0])
+            # Still one message per flush: batches that piled up while this connection
+            # was sending go out merged.
+            pending = list(outbox.messages)
+            outbox.messages.clear()
+            if len(pending) == 1:
+                await websocket.send_text(pending[0][0])
+            elif pending:
+                await websocket.send_text(hub.merge([parts for _, parts, _ in pending]))
 
     state, limit = websocket.app.state, websocket.app.state.settings.max_watchers
     if state.watchers >= limit:
@@ -134,10 +143,15 @@ async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
 def json_hub(supervisor: Supervisor, settings: Settings) -> Hub:
     """The hub of `WS /api/events`: `{"events": [...], "dropped": N}` per batch."""
 
-    def encode(events: list[Event], dropped: int) -> str:
-        return json.dumps({"events": [e.to_dict() for e in events], "dropped": dropped})
+    def encode(events: list[Event], dropped: int) -> tuple[str, Any]:
+        parts = ([e.to_dict() for e in events], dropped)
+        return json.dumps({"events": parts[0], "dropped": dropped}), parts
 
-    return Hub(supervisor, encode, settings.flush_interval)
+    def merge(batches: list[Any]) -> str:
+        return json.dumps({"events": [e for events, _ in batches for e in events],
+                           "dropped": sum(dropped for _, dropped in batches)})
+
+    return Hub(supervisor, encode, settings.flush_interval, merge)
 
 
 async def json_stream(websocket: WebSocket, supervisor: Supervisor, hub: Hub) -> None:
@@ -225,8 +239,9 @@ class PageHub(Hub):
                 self.ladder_due = self.ladder_at + LADDER_EVERY
         if not (new or changed or removed or rows or hidden or extra):
             return None
-        return self.renderer.update(new, changed, removed, rows,
+        text = self.renderer.update(new, changed, removed, rows,
                                     self.hidden_total if hidden else 0, extra)
+        return text, text  # fragments merge by simple concatenation
 
 
 async def page_stream(websocket: WebSocket, hub: PageHub, viewer: bool = False) -> None:
