@@ -92,12 +92,12 @@ async def test_second_server_on_the_same_port_conflicts():
 
 
 async def test_bind_to_an_address_not_on_this_machine_conflicts():
-    # 192.0.2.1 is TEST-NET-1 (RFC 5737), never a real host's address; bind() sends nothing
+    # 198.51.100.1 is TEST-NET-2 (RFC 5737), never a real host's address; bind() sends nothing
     async with Supervisor() as sup:
         with pytest.raises(Conflict) as caught:
-            await sup.start({"kind": "server", "host": "192.0.2.1", "port": 0})
+            await sup.start({"kind": "server", "host": "198.51.100.1", "port": 0})
     assert caught.value.field == "host"
-    assert "192.0.2.1" in caught.value.message
+    assert "198.51.100.1" in caught.value.message
     assert "not available" in caught.value.message
 
 
