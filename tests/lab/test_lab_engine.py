@@ -4,7 +4,7 @@ made inside them (netns.py), workers placed on its hosts (`where`) and its one-c
 Real namespaces, checked against the kernel with `ip -j`. Needs CAP_NET_ADMIN (CI runs as
 root: there a skip is a failure). Every datagram stays inside the namespaces the test built
 (198.18.1.0/24 and 198.18.2.0/24 exist nowhere else) or on loopback; nothing is sent from the
-machine's own namespace to a lab address, and never to 255.255.255.255.
+machine's own namespace to a lab address, and nothing to 255.255.255.255 (refused by policy).
 """
 
 import asyncio
