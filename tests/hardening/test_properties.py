@@ -24,8 +24,8 @@ FIELDS = ["kind", "name", "host", "port", "reply", "drop_rate", "seed", "delay",
           "give_up_after", "daemon", "jitter", "adaptive", "target", "forge", "size", "rate",
           "so_broadcast", "reuse_addr", "where"]
 TRICKY = ["", " ", "0", "-1", "1e309", "nan", "inf", "65535", "65536", "on", "yes", "²", "٣",
-          # 255.255.255.255 is refused by the app's policy (403) before anything is sent
-          "127.0.0.1", "127.255.255.255", "::1", "0.0.0.0", "255.255.255.255", "10.99.0.2",
+          "127.0.0.1", "127.255.255.255", "::1", "0.0.0.0", "10.99.0.2",
+          "255.255.255.255",  # refused by the app's policy (403) before anything is sent
           "10.99.0.255", "localhost", "h1", "server-1", "domain", "x" * 300, "a b",
           "\u0000", "🙂", "<script>", "../../etc", "promiscuous", "request-id", "echo"]
 
