@@ -164,12 +164,13 @@ async def test_a_stuck_watcher_never_slows_the_udp_path_or_other_watchers(apps):
                 assert unread(raw) > 0, "the stuck watcher is not stuck"
                 with_stuck = await asyncio.to_thread(exchanges, port, 200)
                 last = f"exchange {199:04} "
-                for _ in range(60):  # up to 3 s on a loaded machine
+                for _ in range(200):  # up to 10 s on a loaded machine (CI runs everything)
                     if any(t.startswith(last) for t in seen):
                         break
                     await asyncio.sleep(0.05)
                 assert any(t.startswith(last) for t in seen), \
-                    "the other watcher stopped receiving while one was stuck"
+                    f"the other watcher stopped receiving while one was stuck: it saw " \
+                    f"{len(seen)} events, the last {seen[-3:]}"
                 watcher.cancel()
             assert with_stuck < max(3 * baseline, baseline + 1.0), \
                 f"200 exchanges took {with_stuck:.2f} s with a stuck watcher, " \
