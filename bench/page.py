@@ -1,5 +1,4 @@
-"""Benchmark 4, page: how the dashboard in Chromium keeps up (bench/page_rate.py's approach:
-a real udplab, Debian's Chromium driven by Playwright, a `server` worker with reply none).
+"""Benchmark 4, page: how the dashboard in Chromium keeps up (a real udplab, Debian's Chromium driven by Playwright, a `server` worker with reply none).
 
 * Arrival to row: bench/c/blast.c sends datagrams whose payload starts with
   `t=<unix time of sending> n=<number>`, paced at each RATE for SECONDS. A MutationObserver

@@ -4,15 +4,11 @@ client from the forms, watch the reply arrive live over the WebSocket."""
 import re
 import socket
 
+from dashboard import free_udp_port
 from playwright.sync_api import expect
 
 REPLY = re.compile(r"The server \('127\.0\.0\.1', \d+\) replied 'Your data was \d+ bytes long'")
 
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_token_login_sets_cookie_and_hides_token(page, live):

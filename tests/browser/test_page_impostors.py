@@ -2,32 +2,14 @@
 card, the Impostor form, and the page at phone width."""
 
 import re
-import socket
-import uuid
 
+from dashboard import free_udp_port, open_dashboard, unique
 from playwright.sync_api import expect
 
 VERDICT_TIMEOUT = 5_000  # ms: the experiment spoofs at 0.3 s and resumes at 0.8 s
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def open_dashboard(page, live):
-    page.goto(f"{live.base}/?token={live.token}")
-    try:
-        expect(page.locator("#conn-status")).to_have_text("live")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nconsole: {page.console_errors}\n"
-                             f"server log (tail): {live.log()[-2000:]}\n"
-                             f"access log (tail): {live.output()[-2000:]}") from None
 
 
 def cleanup(live, worker_ids=(), run_ids=()):

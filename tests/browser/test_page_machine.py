@@ -7,28 +7,15 @@ Datagrams go to loopback only (127.0.0.1, 127.0.0.2 and 127.255.255.255).
 import json
 import re
 import shutil
-import socket
 import subprocess
-import uuid
 
+from dashboard import free_udp_port, open_dashboard, unique
 from playwright.sync_api import expect
 
 SLOW = 10_000  # ms: the binding explorer starts and stops a dozen workers
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def open_dashboard(page, live):
-    page.goto(f"{live.base}/?token={live.token}")
-    expect(page.locator("#conn-status")).to_have_text("live")
 
 
 def stop(live, *worker_ids):

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+import waiting
 
 from webapp.engine import forge
 
@@ -19,20 +20,13 @@ LOOPBACK = "127.0.0.1"
 Until = Callable[..., Awaitable[None]]
 
 
-async def _until(predicate: Callable[[], bool], what: str, timeout: float = 2.0) -> None:
-    """Poll `predicate` while the loop runs the workers; fail after `timeout` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture
 def until() -> Until:
     """`await until(predicate, what, timeout=2.0)`: a bounded wait for a condition."""
-    return _until
+    async def until(predicate: Callable[[], bool], what: str, timeout: float = 2.0) -> None:
+        await waiting.until(predicate, what, timeout)
+
+    return until
 
 
 class PlainSockets:

@@ -39,10 +39,10 @@ async def test_a_worker_that_raises_is_reported_and_the_others_go_on():
 
         crashing.run = boom  # before its task's first step: run() itself raises
 
-        def bad_drain():
+        def bad_handle(data, address):
             raise ZeroDivisionError("injected fault in a reader callback")
 
-        doomed._drain = bad_drain  # the next datagram crashes the server's callback
+        doomed._handle = bad_handle  # the next datagram crashes the server's callback
         assert await asyncio.to_thread(ask, steady.local[1], b"before") == b"before"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(b"crash", (LOOPBACK, doomed.local[1]))

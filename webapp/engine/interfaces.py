@@ -152,12 +152,15 @@ def host_choices() -> list[tuple[str, str]]:
     return choices + ipv6
 
 
-def broadcast_choices() -> list[tuple[str, str]]:
-    """(broadcast address, label): loopback's, then each interface's subnet broadcast."""
+def broadcast_choices(limited: bool = False) -> list[tuple[str, str]]:
+    """(broadcast address, label): loopback's, then each interface's subnet broadcast, then
+    255.255.255.255 when the operator allows it (`limited`)."""
     choices = [(loopback_broadcast(), "loopback network 127.0.0.0/8")]
     for interface in interfaces():
         for address in interface.addresses:
             if address.broadcast:
                 choices.append((address.broadcast,
                                 f"{interface.name} {address.address}/{address.prefix}"))
+    if limited:
+        choices.append(("255.255.255.255", "every host on every attached LAN"))
     return choices

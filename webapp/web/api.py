@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, Request, WebSocket
 
 from webapp.engine import BadSpec, interfaces, ports, sockopts
-from webapp.engine.policy import LIMITED_BROADCAST
 from webapp.web.deps import (
     BindingDep, ExperimentsDep, LabScenariosDep, RecipesDep, SettingsDep, SupervisorDep,
 )
@@ -197,9 +196,7 @@ async def set_worker_option(worker_id: str, request: Request,
 async def list_interfaces(settings: SettingsDep) -> dict[str, Any]:
     """Every interface with its state, MTU and addresses (netmask, broadcast)."""
     found = await asyncio.get_running_loop().run_in_executor(None, interfaces.interfaces)
-    destinations = interfaces.broadcast_choices()
-    if settings.allow_limited_broadcast:
-        destinations.append((LIMITED_BROADCAST, "every host on every attached LAN"))
+    destinations = interfaces.broadcast_choices(settings.allow_limited_broadcast)
     return {"interfaces": [i.to_dict() for i in found],
             "broadcast": [{"address": a, "label": label} for a, label in destinations]}
 
@@ -295,7 +292,6 @@ async def worker_events(worker_id: str, supervisor: SupervisorDep) -> dict[str, 
 
 
 @router.websocket("/events")
-async def events(websocket: WebSocket, supervisor: SupervisorDep,
-                 settings: SettingsDep) -> None:
+async def events(websocket: WebSocket, supervisor: SupervisorDep) -> None:
     """Every event as JSON: `{"events": [...], "dropped": N}`, one message per batch."""
     await json_stream(websocket, supervisor, websocket.app.state.json_hub)

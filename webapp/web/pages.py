@@ -2,6 +2,7 @@
 login, and the page's WebSocket of HTML fragments."""
 
 import html
+import inspect
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +17,6 @@ from webapp.engine import interfaces, ports, sockopts
 from webapp.engine.export import payload_of
 from webapp.engine.forge import can_forge
 from webapp.engine.labscenarios import SCENARIOS
-from webapp.engine.policy import LIMITED_BROADCAST
 from webapp.web.deps import (
     BindingDep, ExperimentsDep, LabScenariosDep, RecipesDep, RendererDep, SettingsDep,
     SupervisorDep,
@@ -41,9 +41,7 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
     """The whole dashboard, with a form's error next to it when there is one."""
     recent = list(supervisor.bus.recent)[-settings.page_rows:]
     partial = renderer.env.get_template
-    destinations = interfaces.broadcast_choices()
-    if settings.allow_limited_broadcast:
-        destinations.append((LIMITED_BROADCAST, "every host on every attached LAN"))
+    destinations = interfaces.broadcast_choices(settings.allow_limited_broadcast)
     body = partial("index.html").render(
         interfaces_html=Markup(partial("partials/_interfaces.html").render(
             interfaces=interfaces.interfaces())),
@@ -125,8 +123,11 @@ async def start_from_form(request: Request, supervisor: SupervisorDep, renderer:
 
 
 async def _act(request: Request, action) -> Response:
+    """Run a card's button action (sync or async) and answer htmx or a plain form."""
     try:
-        await action()
+        result = action()
+        if inspect.isawaitable(result):
+            await result
     except EngineError as exc:
         if request.headers.get("hx-request") == "true":
             return HTMLResponse(f"<p class=error>{html.escape(exc.message)}</p>",
@@ -154,18 +155,14 @@ async def clear_from_page(request: Request, supervisor: SupervisorDep) -> Respon
 async def pause_from_page(worker_id: str, request: Request,
                           supervisor: SupervisorDep) -> Response:
     """A server card's Pause button."""
-    return await _act(request, lambda: _now(supervisor.pause, worker_id))
+    return await _act(request, lambda: supervisor.pause(worker_id))
 
 
 @router.post("/workers/{worker_id}/resume")
 async def resume_from_page(worker_id: str, request: Request,
                            supervisor: SupervisorDep) -> Response:
     """A server card's Resume button."""
-    return await _act(request, lambda: _now(supervisor.resume, worker_id))
-
-
-async def _now(action, *args):
-    return action(*args)
+    return await _act(request, lambda: supervisor.resume(worker_id))
 
 
 @router.post("/experiments/impostor")
@@ -364,7 +361,6 @@ async def remove_from_page(worker_id: str, request: Request,
 
 
 @router.websocket("/ws/page")
-async def page_socket(websocket: WebSocket, supervisor: SupervisorDep, renderer: RendererDep,
-                      settings: SettingsDep) -> None:
+async def page_socket(websocket: WebSocket) -> None:
     """The page's live parts as htmx fragments."""
     await page_stream(websocket, websocket.app.state.page_hub, viewer=_is_viewer(websocket))

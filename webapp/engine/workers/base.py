@@ -8,16 +8,17 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from webapp.engine.bus import EventBus
-from webapp.engine.events import Address, Event, Throttled
+from webapp.engine.events import Address, Error, Event, Throttled
 from webapp.engine.policy import Policy
 from webapp.engine.ratelimit import Throttle
 from webapp.engine.specs import Spec
-from webapp.engine.udp import Target, kernel_queue
+from webapp.engine.udp import MAX_BYTES, Target, describe_os_error, kernel_queue
 
 # Life of a worker: starting -> running (<-> paused, servers) -> stopped (asked to) |
 # finished (done its work) | failed.
 ENDED = frozenset({"stopped", "finished", "failed"})
 HEARD = 256  # received datagrams remembered per worker
+READS_PER_WAKEUP = 64  # datagrams read per readable callback before yielding to the loop
 
 
 class Worker:
@@ -74,6 +75,24 @@ class Worker:
         self.history.append(event)
         self.bus.publish(event)
         return event
+
+    def read_ready(self, handle: Callable[[bytes, tuple], None],
+                   error_peer: Address | None = None) -> None:
+        """Read what the socket holds, at most READS_PER_WAKEUP datagrams a wake-up (so the
+        loop stays fair to everyone else), handing each to `handle(data, address)`. Kernel
+        errors (an ICMP port unreachable, say) are reported as events, not raised."""
+        sock = self.sock
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data, address = sock.recvfrom(MAX_BYTES)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.counters["errors"] += 1
+                self.emit(Error, describe_os_error(exc, error_peer), error=str(exc),
+                          errno=exc.errno)
+                continue
+            handle(data, address)
 
     async def pace(self, size: int) -> None:
         """Wait as long as the send caps require before sending `size` bytes (towards a real

@@ -18,7 +18,7 @@ from webapp.engine.events import (
 )
 from webapp.engine.payload import show, time_message
 from webapp.engine.specs import ClientSpec
-from webapp.engine.udp import MAX_BYTES, describe_os_error, open_client, short
+from webapp.engine.udp import describe_os_error, open_client, short
 from webapp.engine.workers.base import Worker
 
 MAX_QUEUED_REPLIES = 1000
@@ -170,15 +170,9 @@ class ClientWorker(Worker):
                   expected=expected, stale=stale)
 
     def _on_readable(self) -> None:
-        for _ in range(64):
-            try:
-                data, address = self.sock.recvfrom(MAX_BYTES)
-            except BlockingIOError:
-                return
-            except OSError as exc:  # e.g. ICMP port unreachable on a connected socket
-                self.counters["errors"] += 1
-                self.emit(Error, describe_os_error(exc, self.server), error=str(exc),
-                          errno=exc.errno)
-                continue
-            self._replies.append((data, address))
-            self._arrived.set()
+        # An ICMP port unreachable comes back as an error on a connected socket.
+        self.read_ready(self._queue_reply, error_peer=self.server)
+
+    def _queue_reply(self, data: bytes, address: tuple) -> None:
+        self._replies.append((data, address))
+        self._arrived.set()

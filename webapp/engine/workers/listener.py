@@ -3,10 +3,10 @@ as several hosts on one LAN would, and reports every datagram without replying."
 
 import asyncio
 
-from webapp.engine.events import Error, Listening, Received, format_address
+from webapp.engine.events import Listening, Received, format_address
 from webapp.engine.payload import show
 from webapp.engine.specs import ListenerSpec
-from webapp.engine.udp import MAX_BYTES, describe_os_error, open_bound, short
+from webapp.engine.udp import open_bound, short
 from webapp.engine.workers.base import Worker
 
 
@@ -32,19 +32,13 @@ class ListenerWorker(Worker):
         return "finished"
 
     def _on_readable(self) -> None:
-        for _ in range(64):
-            try:
-                data, address = self.sock.recvfrom(MAX_BYTES)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.counters["errors"] += 1
-                self.emit(Error, describe_os_error(exc, None), error=str(exc), errno=exc.errno)
-                continue
-            peer = short(address)
-            self.hear(peer, data)
-            self.counters["received"] += 1
-            self.counters["bytes_in"] += len(data)
-            text = show(data)
-            self.emit(Received, f"The client at {format_address(peer)} says: {text!r}",
-                      local=self.local, peer=peer, size=len(data), text=text)
+        self.read_ready(self._handle)
+
+    def _handle(self, data: bytes, address: tuple) -> None:
+        peer = short(address)
+        self.hear(peer, data)
+        self.counters["received"] += 1
+        self.counters["bytes_in"] += len(data)
+        text = show(data)
+        self.emit(Received, f"The client at {format_address(peer)} says: {text!r}",
+                  local=self.local, peer=peer, size=len(data), text=text)

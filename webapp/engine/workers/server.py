@@ -19,11 +19,10 @@ from webapp.engine.payload import length_reply, show
 from webapp.engine.ratelimit import TokenBucket
 from webapp.engine.specs import ServerSpec
 from webapp.engine.udp import (
-    MAX_BYTES, describe_os_error, kernel_queue, open_bound, short, waiting_datagrams,
+    describe_os_error, kernel_queue, open_bound, short, waiting_datagrams,
 )
 from webapp.engine.workers.base import Worker
 
-READS_PER_WAKEUP = 64  # datagrams handled per readable callback before yielding to the loop
 POLL_PAUSED = 0.25  # seconds between looks at the kernel queue while paused
 REPORT_STREAMS = 0.5  # seconds between stream reports while streams arrive
 MAX_STREAMS = 64  # streams tracked at once; more are counted as plain datagrams
@@ -135,41 +134,32 @@ class ServerWorker(Worker):
 
     def _on_readable(self) -> None:
         try:
-            self._drain()
+            self.read_ready(self._handle)
         except Exception as exc:  # a bug must fail this worker, not the loop's callback
             if not self._failure.done():
                 self._failure.set_exception(exc)
 
-    def _drain(self) -> None:
-        sock, counters, local = self.sock, self.counters, self.local
-        for _ in range(READS_PER_WAKEUP):
-            try:
-                data, address = sock.recvfrom(MAX_BYTES)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                counters["errors"] += 1
-                self.emit(Error, describe_os_error(exc, None), error=str(exc), errno=exc.errno)
-                continue
-            peer = short(address)
-            size = len(data)
-            self.hear(peer, data)
-            counters["received"] += 1
-            counters["bytes_in"] += size
-            if data[:8] == stream.MAGIC and self._count_stream(data, peer):
-                continue
-            where = format_address(peer)
-            if self.responder.drops():
-                counters["dropped"] += 1
-                self.emit(Dropped, f"Pretending to drop packet from {where}",
-                          local=local, peer=peer, size=size, text=show(data))
-                continue
-            text = show(data)
-            self.emit(Received, f"The client at {where} says {text!r}",
-                      local=local, peer=peer, size=size, text=text)
-            reply = self.responder.answer(data)
-            if reply is not None and self._may_reply(reply, size, peer):
-                self._schedule_replies(reply, address, peer)
+    def _handle(self, data: bytes, address: tuple) -> None:
+        counters, local = self.counters, self.local
+        peer = short(address)
+        size = len(data)
+        self.hear(peer, data)
+        counters["received"] += 1
+        counters["bytes_in"] += size
+        if data[:8] == stream.MAGIC and self._count_stream(data, peer):
+            return
+        where = format_address(peer)
+        if self.responder.drops():
+            counters["dropped"] += 1
+            self.emit(Dropped, f"Pretending to drop packet from {where}",
+                      local=local, peer=peer, size=size, text=show(data))
+            return
+        text = show(data)
+        self.emit(Received, f"The client at {where} says {text!r}",
+                  local=local, peer=peer, size=size, text=text)
+        reply = self.responder.answer(data)
+        if reply is not None and self._may_reply(reply, size, peer):
+            self._schedule_replies(reply, address, peer)
 
     # --- replying ---------------------------------------------------------------------
 
