@@ -55,6 +55,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history-events", type=int, default=10_000, metavar="N",
                         help="events kept per worker in the history, the newest "
                         "(default 10000; the count of older ones is kept)")
+    parser.add_argument("--events-per-second", type=count, default=1000, metavar="N",
+                        help="datagrams each worker shows one by one (rows, history) per "
+                        "second; beyond that a busy worker counts them and says how many it "
+                        "did not show (default 1000; 0 shows every one)")
     limits = parser.add_argument_group("limits (see README: exposing it on a LAN)")
     limits.add_argument("--allow-net", action="append", default=[], metavar="CIDR",
                         type=network, help="a real network workers may send to, such as "
@@ -81,6 +85,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="wrong tokens per client address per minute before refusing it "
                         "(default 5; each one is answered more slowly; 0 turns this off)")
     return parser.parse_args(argv)
+
+
+def count(text: str) -> int:
+    """A whole number, 0 or more (for argparse)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return value
 
 
 def network(text: str) -> str:
@@ -138,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         max_token_failures=args.max_token_failures,
         data_dir=args.data_dir or default_data_dir(),
         history_events=args.history_events,
+        events_per_second=args.events_per_second,
     )
     app = create_app(settings)
 

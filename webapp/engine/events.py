@@ -228,6 +228,16 @@ class Step(Event):
     index: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sampled(Event):
+    """A busy worker's datagrams that were counted but not shown one by one."""
+
+    type: ClassVar[str] = "sampled"
+    unshown: int  # datagrams without their own events in the last `seconds`
+    seconds: float
+    per_second: int  # the budget of datagrams shown one by one
+
+
 def format_address(address: Address | None) -> str:
     """An address as the book prints it: `('127.0.0.1', 1060)`."""
     return repr(tuple(address)) if address is not None else "(unbound)"

@@ -31,6 +31,7 @@ class Policy:
     max_workers: int = 64  # live workers at once
     amplification: bool = False  # may servers answer real networks with more than they got?
     replies_per_source: float = 100.0  # replies/s to one source on a real network
+    events_per_second: int = 1000  # datagrams a worker shows one by one a second; 0 = all
     lab_networks: tuple[Network, ...] = ()
     _shared: tuple[TokenBucket, TokenBucket] | None = field(default=None, repr=False)
 

@@ -9,6 +9,7 @@ an earlier request carries the earlier ID.
 import random
 import re
 
+MARK = b"#ID:"  # how a tagged datagram starts (a cheap first check)
 PREFIX = re.compile(rb"#ID:([0-9a-f]{16}) ")
 
 

@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_workers=settings.max_workers,
             amplification=settings.allow_amplification,
             replies_per_source=settings.replies_per_source,
+            events_per_second=settings.events_per_second,
         )
         loop = asyncio.get_running_loop()
         orphans = await loop.run_in_executor(None, lab.clean_orphans)

@@ -43,6 +43,7 @@ class Settings:
     max_watchers: int = 32  # WebSocket watchers at once (page and JSON streams together)
     data_dir: Path = field(default_factory=default_data_dir)  # the history database; --data-dir
     history_events: int = 10_000  # events kept per worker in the history (the newest)
+    events_per_second: int = 1000  # datagrams each worker shows one by one a second; 0 = all
     max_token_failures: int = 5  # wrong tokens per client address per minute before refusing
 
     @property

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from webapp.engine.bus import EventBus
-from webapp.engine.events import Address, Error, Event, Throttled
+from webapp.engine.events import Address, Error, Event, Sampled, Throttled
 from webapp.engine.policy import Policy
 from webapp.engine.ratelimit import Throttle
 from webapp.engine.specs import Spec
@@ -19,6 +19,9 @@ from webapp.engine.udp import MAX_BYTES, Target, describe_os_error, kernel_queue
 ENDED = frozenset({"stopped", "finished", "failed"})
 HEARD = 256  # received datagrams remembered per worker
 READS_PER_WAKEUP = 64  # datagrams read per readable callback before yielding to the loop
+PROBE_EVERY = 8  # wake-ups between looks for a backlog while datagrams come one at a time
+SAMPLE_WINDOW = 0.1  # seconds: the budget of datagrams shown is spread over windows this long
+REPORT_UNSHOWN = 1.0  # seconds between `sampled` events while a worker is over its budget
 
 
 class Worker:
@@ -31,6 +34,15 @@ class Worker:
     policy: Policy = Policy()  # the app's, set by the supervisor
     throttle: Throttle | None = None  # set when the worker sends to a real network
     throttled = False  # whether the caps have held this worker back yet
+    # Sampling above `policy.events_per_second` (see `shows()`); class defaults keep idle
+    # workers small.
+    _wakeups = 0  # readable callbacks so far (see `read_ready()`)
+    _batch = False  # whether datagrams were piling up at the last look
+    _window_ends = 0.0
+    _window_left = 0
+    _unshown = 0
+    _unshown_since = 0.0
+    _unshown_timer: asyncio.TimerHandle | None = None
 
     def __init__(self, worker_id: str, spec: Spec, target: Target, bus: EventBus, *,
                  history: int = 1000):
@@ -76,23 +88,74 @@ class Worker:
         self.bus.publish(event)
         return event
 
+    def shows(self) -> bool:
+        """Whether the datagram in hand gets its own events (rows on the page, lines in the
+        history). Up to `policy.events_per_second` datagrams a second do; above that a busy
+        worker only counts them (its counters stay exact) and says once a second, in a
+        `sampled` event, how many it did not show, so a flood costs neither the UDP path
+        nor the page. A budget of 0 shows every datagram."""
+        budget = self.policy.events_per_second
+        if not budget:
+            return True
+        now = time.monotonic()
+        if now >= self._window_ends:
+            self._window_ends = now + SAMPLE_WINDOW
+            self._window_left = max(1, round(budget * SAMPLE_WINDOW))
+        if self._window_left > 0:
+            self._window_left -= 1
+            return True
+        if not self._unshown:
+            self._unshown_since = now
+            self._unshown_timer = asyncio.get_running_loop().call_later(
+                REPORT_UNSHOWN, self.report_unshown)
+        self._unshown += 1
+        return False
+
+    def report_unshown(self) -> None:
+        """Publish the `sampled` event for the datagrams counted but not shown so far."""
+        if self._unshown_timer is not None:
+            self._unshown_timer.cancel()
+            self._unshown_timer = None
+        unshown, self._unshown = self._unshown, 0
+        if not unshown:
+            return
+        seconds = time.monotonic() - self._unshown_since
+        budget = self.policy.events_per_second
+        self.emit(Sampled, f"Busy: {unshown:,} more datagram(s) in the last {seconds:.1f} s "
+                  f"were counted but not shown one by one (at most {budget:,} a second are); "
+                  "the counters include them all",
+                  unshown=unshown, seconds=round(seconds, 3), per_second=budget)
+
     def read_ready(self, handle: Callable[[bytes, tuple], None],
                    error_peer: Address | None = None) -> None:
-        """Read what the socket holds, at most READS_PER_WAKEUP datagrams a wake-up (so the
-        loop stays fair to everyone else), handing each to `handle(data, address)`. Kernel
-        errors (an ICMP port unreachable, say) are reported as events, not raised."""
+        """Read what the socket holds, handing each datagram to `handle(data, address)`.
+        Kernel errors (an ICMP port unreachable, say) are reported as events, not raised.
+
+        A read that finds the queue empty costs as much as one that finds a datagram (the
+        failed call and its exception), so a worker that gets one datagram per wake-up (a
+        request and its reply, turn by turn) reads just one: the loop's readiness check is
+        level-triggered and calls again if more wait. Every PROBE_EVERY-th wake-up it drains;
+        when that finds datagrams piling up, it drains on every wake-up, at most
+        READS_PER_WAKEUP a time (so the loop stays fair to everyone else), until the queue
+        holds one or none again."""
         sock = self.sock
-        for _ in range(READS_PER_WAKEUP):
+        self._wakeups += 1
+        batch = self._batch or not self._wakeups % PROBE_EVERY
+        read = 0
+        for _ in range(READS_PER_WAKEUP if batch else 1):
             try:
                 data, address = sock.recvfrom(MAX_BYTES)
             except BlockingIOError:
-                return
+                break
             except OSError as exc:
                 self.counters["errors"] += 1
                 self.emit(Error, describe_os_error(exc, error_peer), error=str(exc),
                           errno=exc.errno)
                 continue
+            read += 1
             handle(data, address)
+        if batch:
+            self._batch = read > 1
 
     async def pace(self, size: int) -> None:
         """Wait as long as the send caps require before sending `size` bytes (towards a real
@@ -122,6 +185,7 @@ class Worker:
         timer = getattr(self, "_drops_timer", None)
         if timer is not None:
             timer.cancel()
+        self.report_unshown()  # the last count before the worker ends
         if self.sock is not None:
             try:
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())

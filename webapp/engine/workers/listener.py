@@ -39,6 +39,8 @@ class ListenerWorker(Worker):
         self.hear(peer, data)
         self.counters["received"] += 1
         self.counters["bytes_in"] += len(data)
+        if not self.shows():
+            return
         text = show(data)
         self.emit(Received, f"The client at {format_address(peer)} says: {text!r}",
                   local=self.local, peer=peer, size=len(data), text=text)

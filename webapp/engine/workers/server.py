@@ -39,6 +39,7 @@ class Responder:
         self.reply = reply
         self.drop_rate = drop_rate
         self.random = random.Random(seed)
+        self._lengths: dict[int, bytes] = {}  # the book's reply by request size, made once
 
     def drops(self) -> bool:
         """Whether to pretend the next request was lost."""
@@ -47,11 +48,18 @@ class Responder:
     def answer(self, data: bytes) -> bytes | None:
         """The reply to `data`, or None when the server is set not to reply."""
         if self.reply == "length":
-            body = length_reply(len(data)).encode("ascii")
+            size = len(data)
+            body = self._lengths.get(size)
+            if body is None:
+                if len(self._lengths) > 1024:
+                    self._lengths.clear()
+                body = self._lengths[size] = length_reply(size).encode("ascii")
         elif self.reply == "echo":
             return data  # an echo repeats the request ID with everything else
         else:
             return None
+        if data[:4] != requestid.MARK:
+            return body
         request_id, _ = requestid.split(data)
         return requestid.tag(request_id, body) if request_id else body
 
@@ -140,7 +148,7 @@ class ServerWorker(Worker):
                 self._failure.set_exception(exc)
 
     def _handle(self, data: bytes, address: tuple) -> None:
-        counters, local = self.counters, self.local
+        counters = self.counters
         peer = short(address)
         size = len(data)
         self.hear(peer, data)
@@ -148,18 +156,23 @@ class ServerWorker(Worker):
         counters["bytes_in"] += size
         if data[:8] == stream.MAGIC and self._count_stream(data, peer):
             return
-        where = format_address(peer)
+        shown = self.shows()
         if self.responder.drops():
             counters["dropped"] += 1
-            self.emit(Dropped, f"Pretending to drop packet from {where}",
-                      local=local, peer=peer, size=size, text=show(data))
+            if shown:
+                self.emit(Dropped, f"Pretending to drop packet from {format_address(peer)}",
+                          local=self.local, peer=peer, size=size, text=show(data))
             return
-        text = show(data)
-        self.emit(Received, f"The client at {where} says {text!r}",
-                  local=local, peer=peer, size=size, text=text)
+        if shown:
+            text = show(data)
+            self.emit(Received, f"The client at {format_address(peer)} says {text!r}",
+                      local=self.local, peer=peer, size=size, text=text)
         reply = self.responder.answer(data)
         if reply is not None and self._may_reply(reply, size, peer):
-            self._schedule_replies(reply, address, peer)
+            if self.spec.delay or self.spec.duplicate:
+                self._schedule_replies(reply, address, peer, shown)
+            else:
+                self._reply(reply, address, peer, shown=shown)
 
     # --- replying ---------------------------------------------------------------------
 
@@ -199,25 +212,28 @@ class ServerWorker(Worker):
                       f"({self.counters['held_back']} held back so far)", error=reason)
         return False
 
-    def _schedule_replies(self, reply: bytes, address: tuple, peer: tuple) -> None:
+    def _schedule_replies(self, reply: bytes, address: tuple, peer: tuple,
+                          shown: bool = True) -> None:
         copies = 2 if self.spec.duplicate else 1
         delay = self.spec.delay
         if not delay:
             for _ in range(copies):
-                self._reply(reply, address, peer)
+                self._reply(reply, address, peer, shown=shown)
             return
         loop = asyncio.get_running_loop()
         for copy in range(copies):
-            handle = loop.call_later(delay * (copy + 1), self._reply_later, reply, address, peer)
+            handle = loop.call_later(delay * (copy + 1), self._reply_later, reply, address, peer,
+                                     shown)
             self._timers.add(handle)
 
-    def _reply_later(self, reply: bytes, address: tuple, peer: tuple) -> None:
+    def _reply_later(self, reply: bytes, address: tuple, peer: tuple, shown: bool) -> None:
         now = asyncio.get_running_loop().time()
         self._timers = {t for t in self._timers if t.when() > now}  # forget the fired ones
         if self.sock is not None:
-            self._reply(reply, address, peer, late=True)
+            self._reply(reply, address, peer, late=True, shown=shown)
 
-    def _reply(self, reply: bytes, address: tuple, peer: tuple, late: bool = False) -> None:
+    def _reply(self, reply: bytes, address: tuple, peer: tuple, late: bool = False,
+               shown: bool = True) -> None:
         try:
             self.sock.sendto(reply, address)
         except OSError as exc:
@@ -226,6 +242,8 @@ class ServerWorker(Worker):
             return
         self.counters["replied"] += 1
         self.counters["bytes_out"] += len(reply)
+        if not shown:
+            return
         text = show(reply)
         when = f" {self.spec.delay:g} s late" if late else ""
         self.emit(Sent, f"Replied {text!r} to {format_address(peer)}{when}",
