@@ -29,3 +29,16 @@ def test_engine_imports_no_web_library():
     count, _, web = result.stdout.strip().partition(" ")
     assert int(count) >= 10  # it did import every module, workers included
     assert web == "", f"the engine imported {web}"
+
+
+def test_the_app_loads_the_capture_library_only_for_a_capture():
+    # dpkt holds ~6 MiB: the idle app (issue 8: <= 60 MiB) must not carry it.
+    check = ("import sys, webapp.cli, webapp.web.app; before = 'dpkt' in sys.modules; "
+             "from webapp.engine import export; "
+             "capture = export.to_pcapng([]); print(before, 'dpkt' in sys.modules, len(capture))")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT,
+                            env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    before, after, size = result.stdout.split()
+    assert (before, after) == ("False", "True") and int(size) > 0, result.stdout

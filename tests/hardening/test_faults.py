@@ -131,7 +131,7 @@ def unread(sock: socket.socket) -> int:
 
 
 async def test_a_stuck_watcher_never_slows_the_udp_path_or_other_watchers(apps):
-    app = apps.start()
+    app = apps.start("--events-per-second", "0")  # every datagram an event: the flood we want
     async with app.async_client() as http:
         server = (await http.post("/api/workers", json={"kind": "server", "host": LOOPBACK,
                                                          "port": 0, "reply": "echo"})).json()
