@@ -3,12 +3,13 @@ stay exact, and a `sampled` event says how many were not shown. Real sockets on 
 every burst is bounded in count."""
 
 import asyncio
+import os
 import socket
 
 import pytest
 
 from waiting import of_type, until
-from webapp.engine import Supervisor
+from webapp.engine import Supervisor, udp
 from webapp.engine.policy import Policy
 from webapp.engine.workers import base
 
@@ -114,3 +115,29 @@ async def test_a_backlog_is_drained_in_batches_and_single_datagrams_still_arrive
             await until(lambda: server.counters["received"] == 500 + n, f"single datagram {n}")
         assert server._batch is False  # turn by turn again: one read per wake-up
         assert server._wakeups - drained_in <= 20
+
+
+def proc_net_udp(sock: socket.socket) -> tuple[int, int]:
+    """(rx_queue bytes, drops) of `sock` as /proc/net/udp lists it."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    with open("/proc/net/udp") as lines:
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 12 and fields[9] == inode:
+                return int(fields[4].split(":")[1], 16), int(fields[12])
+    raise AssertionError("the socket is not in /proc/net/udp")
+
+
+def test_kernel_queue_reads_the_socket_itself_and_agrees_with_proc():
+    """SO_MEMINFO gives the queue and the drops in one call per socket (reading
+    /proc/net/udp for each of 1 000 idle workers every second cost a pass over all of them)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny buffer
+        receiver.bind((LOOPBACK, 0))
+        assert udp.kernel_queue(receiver) == (0, 0)
+        for _ in range(100):
+            sender.sendto(b"x" * 100, receiver.getsockname())
+        queued, drops = udp.kernel_queue(receiver)
+        assert queued > 0 and drops > 0
+        assert (queued, drops) == proc_net_udp(receiver)

@@ -58,16 +58,21 @@ class Worker:
         self.started = time.time()
         self.ended: float | None = None
         self.task: asyncio.Task | None = None
-        # What this worker received lately, so a broadcast can tell who heard it.
-        self.heard: deque[tuple[float, Address, int]] = deque(maxlen=HEARD)
+        # What this worker received lately, so a broadcast can tell who heard it (made on the
+        # first datagram: an idle worker does without).
+        self.heard: deque[tuple[float, Address, int]] | None = None
 
     def hear(self, peer: Address, data: bytes) -> None:
         """Note a received datagram (cheaply: its hash) for `heard_from()`."""
+        if self.heard is None:
+            self.heard = deque(maxlen=HEARD)
         self.heard.append((time.time(), peer, hash(data)))
 
     def heard_from(self, port: int, data: bytes, since: float) -> bool:
         """Whether this worker received `data` from source port `port` at or after `since`
         (by port: a sender bound to 0.0.0.0 is seen with whichever address it went out on)."""
+        if self.heard is None:
+            return False
         digest = hash(data)
         return any(t >= since and p[1] == port and h == digest
                    for t, p, h in reversed(self.heard))
@@ -172,7 +177,7 @@ class Worker:
 
     def watch_kernel_drops(self, every: float = 1.0) -> None:
         """Keep the `kernel_drops` counter up to date: datagrams the kernel dropped at this
-        socket because its receive buffer was full (from /proc/net/udp, this namespace's)."""
+        socket because its receive buffer was full (SO_MEMINFO; see `kernel_queue`)."""
         queue = kernel_queue(self.sock) if self.sock is not None else None
         if queue is not None:
             self.counters["kernel_drops"] = queue[1]
