@@ -51,6 +51,9 @@ def summary(results: dict) -> list[list]:
                      verdict(r >= 1.0)])
         r = echo["engine_over_c"]
         rows.append(["echo", "engine / C server", f"{r:.2f}x", ">= 0.85x", verdict(r >= 0.85)])
+        if "loop_over_python" in echo:
+            rows.append(["echo", "bare uvloop server (the floor) / book's Python server",
+                         f"{echo['loop_over_python']:.2f}x", "", ""])
         rows.append(["echo", "round trips/s engine | python | C",
                      " | ".join(fmt(echo["median"][k]) for k in ("engine", "python", "C")),
                      "", ""])
