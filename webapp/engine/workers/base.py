@@ -34,8 +34,8 @@ class Worker:
     policy: Policy = Policy()  # the app's, set by the supervisor
     throttle: Throttle | None = None  # set when the worker sends to a real network
     throttled = False  # whether the caps have held this worker back yet
-    # Sampling above `policy.events_per_second` (see `shows()`); class defaults keep idle
-    # workers small.
+    # How the socket is read (`read_ready()`) and which datagrams get events (`shows()`);
+    # class defaults, so an idle worker carries none of it.
     _wakeups = 0  # readable callbacks so far (see `read_ready()`)
     _batch = False  # whether datagrams were piling up at the last look
     _window_ends = 0.0
