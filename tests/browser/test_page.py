@@ -4,7 +4,7 @@ client from the forms, watch the reply arrive live over the WebSocket."""
 import re
 import socket
 
-from dashboard import free_udp_port
+from dashboard import free_udp_port, open_dashboard, unique
 from playwright.sync_api import expect
 
 REPLY = re.compile(r"The server \('127\.0\.0\.1', \d+\) replied 'Your data was \d+ bytes long'")
@@ -124,24 +124,18 @@ def test_ladder_chart_and_backoff_timeline(page, live):
 def test_the_event_log_stays_a_table_with_aligned_columns(page, live):
     """The log's rows are laid out as grids (cheap to add 20 times a second), yet screen
     readers get a table with named columns and every column lines up with its header."""
-    port = free_udp_port()
-    page.goto(f"{live.base}/?token={live.token}")
-    expect(page.locator("#conn-status")).to_have_text("live")
-    server = page.locator("#server-form")
-    server.locator("input[name=port]").fill(str(port))
-    server.locator("input[name=name]").fill("grid-server")
-    server.get_by_role("button", name="Start server").click()
-    expect(page.locator("#log-rows")).to_contain_text(f"Listening at ('127.0.0.1', {port})")
-
-    table = page.get_by_role("table", name="Events, newest first")
-    expect(table.get_by_role("columnheader")).to_have_text(["time", "worker", "event",
-                                                            "message"])
-    row = table.get_by_role("row").filter(has_text="Listening at").first
-    expect(row.get_by_role("cell")).to_have_count(4)
-    headers = [box["x"] for box in (h.bounding_box() for h in
-                                    table.get_by_role("columnheader").all())]
-    cells = [box["x"] for box in (c.bounding_box() for c in row.get_by_role("cell").all())]
-    assert headers == cells and headers == sorted(headers), (headers, cells)
-    page.locator("#worker-grid-server").get_by_role("button", name="Stop").click()
-    expect(page.locator("#worker-grid-server .state")).to_have_text("stopped")
+    open_dashboard(page, live)
+    with live.client() as api:
+        worker = api.start(kind="server", name=unique("grid"), host="127.0.0.1", port=0)
+        table = page.get_by_role("table", name="Events, newest first")
+        expect(table.get_by_role("columnheader")).to_have_text(["time", "worker", "event",
+                                                                "message"])
+        row = table.get_by_role("row").filter(has_text=f"Listening at ('127.0.0.1', "
+                                                       f"{worker['local'][1]})").first
+        expect(row.get_by_role("cell")).to_have_count(4)
+        headers = [box["x"] for box in (h.bounding_box() for h in
+                                        table.get_by_role("columnheader").all())]
+        cells = [box["x"] for box in (c.bounding_box() for c in row.get_by_role("cell").all())]
+        assert headers == cells and headers == sorted(headers), (headers, cells)
+        api.stop_started()
     assert page.console_errors == []
