@@ -55,7 +55,7 @@ class Renderer:
     def __init__(self, env: jinja2.Environment):
         self.env = env
         self.card = env.get_template("partials/_worker_card.html")
-        self.row = env.get_template("partials/_event_row.html")
+        self.rows = env.get_template("partials/_event_rows.html")
         self.batch = env.get_template("partials/_batch.html")
         self.experiments = env.get_template("partials/_experiments.html")
         self.recipe = env.get_template("partials/_recipe.html")
@@ -69,7 +69,7 @@ class Renderer:
 
     def render_rows(self, events: Iterable[Event]) -> Markup:
         """Event-log rows, newest first."""
-        return Markup("".join(self.row.render(e=event) for event in reversed(list(events))))
+        return Markup(self.rows.render(events=reversed(list(events))))
 
     def render_experiments(self, experiments, *, oob: bool = False) -> Markup:
         """The "Who was fooled?" tables, newest run first (the last three)."""
