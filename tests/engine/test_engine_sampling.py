@@ -78,6 +78,15 @@ async def test_a_server_replies_to_every_request_whether_shown_or_not():
         assert shown_in + sum(e.unshown for e in of_type(server, "sampled")) == 300
 
 
+async def test_a_duplicating_server_sends_both_copies_whether_shown_or_not():
+    async with Supervisor(policy=Policy(events_per_second=50)) as supervisor:
+        server = await start(supervisor, "server", reply="echo", duplicate=True)
+        await asyncio.to_thread(burst, server.local[1], 300)
+        await until(lambda: server.counters["replied"] == 600, "two replies to each of 300")
+        shown = len(of_type(server, "received"))
+        assert shown < 300 and len(of_type(server, "sent")) == 2 * shown
+
+
 async def test_a_budget_of_zero_shows_every_datagram():
     async with Supervisor(policy=Policy(events_per_second=0)) as supervisor:
         server = await start(supervisor, "server", reply="none")

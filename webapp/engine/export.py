@@ -96,6 +96,7 @@ def to_pcapng(workers: list[dict[str, Any]]) -> bytes:
     return pcapng.to_pcapng(workers)
 
 
+# --- import ----------------------------------------------------------------------------
 
 def _refuse(line: int, why: str) -> BadSpec:
     return BadSpec(f"Line {line} of the import is not a UDP Lab JSON Lines export: {why}. "

@@ -124,6 +124,3 @@ def to_pcapng(workers: list[dict[str, Any]]) -> bytes:
                                pkt_len=length, pkt_data=data,
                                opts=[_option(dpkt.pcapng.PCAPNG_OPT_COMMENT, comment), _end()]))
     return out.getvalue()
-
-
-# --- import ----------------------------------------------------------------------------

@@ -169,10 +169,7 @@ class ServerWorker(Worker):
                       local=self.local, peer=peer, size=size, text=text)
         reply = self.responder.answer(data)
         if reply is not None and self._may_reply(reply, size, peer):
-            if self.spec.delay or self.spec.duplicate:
-                self._schedule_replies(reply, address, peer, shown)
-            else:
-                self._reply(reply, address, peer, shown=shown)
+            self._schedule_replies(reply, address, peer, shown)
 
     # --- replying ---------------------------------------------------------------------
 
@@ -213,11 +210,12 @@ class ServerWorker(Worker):
         return False
 
     def _schedule_replies(self, reply: bytes, address: tuple, peer: tuple,
-                          shown: bool = True) -> None:
+                          shown: bool) -> None:
         copies = 2 if self.spec.duplicate else 1
         delay = self.spec.delay
         if not delay:
-            for _ in range(copies):
+            self._reply(reply, address, peer, shown=shown)
+            if copies == 2:
                 self._reply(reply, address, peer, shown=shown)
             return
         loop = asyncio.get_running_loop()
