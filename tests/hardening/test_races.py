@@ -147,3 +147,26 @@ async def test_concurrent_recipe_plays_run_one_recipe(apps):
         # Once it is done, the next run may start.
         again = await http.post(f"/api/recipes/{name}", json={"wait": True})
         assert again.status_code == 201 and again.json()["ok"], again.text
+
+
+def test_a_stopped_recipe_frees_the_way_for_the_next(apps, until):
+    app = apps.start()
+    with app.client() as http:
+        idle = http.post("/api/recipes/05-server-down", json={"step": True}).json()
+        assert not idle["done"]
+        # A step-by-step run waiting for its next step plays nothing: another may start.
+        playing = http.post("/api/recipes/01-listing-2-1")
+        assert playing.status_code == 201, playing.text
+        playing = playing.json()
+        assert http.post("/api/recipes/01-listing-2-1").status_code == 409
+        step = http.post(f"/api/recipes/runs/{idle['id']}/next")
+        assert step.status_code == 409 and "already running" in step.json()["error"]
+        assert http.delete(f"/api/recipes/runs/{playing['id']}").status_code == 200
+        stopped = until(lambda: (r := http.get(f"/api/recipes/runs/{playing['id']}").json())
+                        ["done"] and r, "the stopped run to end")
+        assert not stopped["ok"]
+        assert all(http.get(f"/api/workers/{w}").json()["state"] != "running"
+                   for w in stopped["workers"].values())
+        step = http.post(f"/api/recipes/runs/{idle['id']}/next")
+        assert step.status_code == 200 and step.json()["index"] == 2, step.text
+        assert http.delete(f"/api/recipes/runs/{idle['id']}").json()["done"]
