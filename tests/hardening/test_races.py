@@ -13,6 +13,8 @@ import time
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 LOOPBACK = "127.0.0.1"
 CAP = 64  # udplab's default --max-workers
@@ -170,3 +172,67 @@ def test_a_stopped_recipe_frees_the_way_for_the_next(apps, until):
         step = http.post(f"/api/recipes/runs/{idle['id']}/next")
         assert step.status_code == 200 and step.json()["index"] == 2, step.text
         assert http.delete(f"/api/recipes/runs/{idle['id']}").json()["done"]
+
+
+def lab_namespaces(app) -> list[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                            timeout=10).stdout.split("\n")
+    return sorted(line.split()[0] for line in listed
+                  if line.startswith(f"udplab-{app.proc.pid}-"))
+
+
+async def test_concurrent_lab_builds_build_one_lab_and_teardowns_leave_none(apps):
+    app = apps.start()
+    async with app.async_client() as http:
+        builds = await asyncio.gather(*(http.post("/api/lab") for _ in range(6)))
+        codes = sorted(r.status_code for r in builds)
+        assert codes == [201] + [409] * 5, [r.text for r in builds]
+        assert all("already built" in r.json()["error"] for r in builds if r.status_code == 409)
+        lab = (await http.get("/api/lab")).json()
+        assert lab["built"] and len(lab["hosts"]) == 4
+        assert len(lab_namespaces(app)) == 6  # switch, router, h1..h4
+        # The lab works: a server on h4 answers a client on h1 through the router.
+        server = (await http.post("/api/workers", json={
+            "kind": "server", "host": "0.0.0.0", "port": 0, "where": "h4"})).json()
+        h4 = next(h["address"] for h in lab["hosts"] if h["name"] == "h4")
+        client = (await http.post("/api/workers", json={
+            "kind": "client", "host": h4, "port": server["local"][1], "where": "h1"})).json()
+        async with asyncio.timeout(5):
+            while (await http.get(f"/api/workers/{client['id']}")).json()["state"] == "running":
+                await asyncio.sleep(0.05)
+        assert (await http.get(f"/api/workers/{client['id']}")).json()["counters"]["replies"] == 1
+        teardowns = await asyncio.gather(*(http.delete("/api/lab") for _ in range(3)),
+                                         http.post("/api/lab"))
+        assert all(r.status_code in (200, 201) for r in teardowns), [r.text for r in teardowns]
+        built = (await http.get("/api/lab")).json()["built"]
+        assert len(lab_namespaces(app)) == (6 if built else 0)
+        await http.delete("/api/lab")
+        assert lab_namespaces(app) == []
+
+
+async def test_40_concurrent_watchers_against_a_cap_of_8(apps):
+    app = apps.start("--max-watchers", "8")
+    url = f"{app.ws_base}/api/events"
+
+    async def watch():
+        try:
+            socket_ = await connect(url, additional_headers=app.bearer, open_timeout=10)
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 429
+            return None
+        await socket_.recv()
+        return socket_
+
+    async with asyncio.timeout(30):
+        sockets = await asyncio.gather(*(watch() for _ in range(40)))
+        accepted = [s for s in sockets if s is not None]
+        try:
+            assert len(accepted) == 8, len(accepted)
+            async with app.async_client() as http:
+                assert (await http.get("/api/stats")).json()["watchers"] == 8
+        finally:
+            for socket_ in accepted:
+                await socket_.close()
+        async with app.async_client() as http:  # closed watchers free their slots
+            while (await http.get("/api/stats")).json()["watchers"]:
+                await asyncio.sleep(0.05)
