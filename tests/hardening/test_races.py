@@ -236,3 +236,23 @@ async def test_40_concurrent_watchers_against_a_cap_of_8(apps):
         async with app.async_client() as http:  # closed watchers free their slots
             while (await http.get("/api/stats")).json()["watchers"]:
                 await asyncio.sleep(0.05)
+
+
+async def test_sigterm_in_the_middle_of_a_storm_of_starts(apps, sink):
+    app = apps.start()
+    port = sink.getsockname()[1]
+    limits = httpx.Limits(max_connections=150, max_keepalive_connections=0)
+    async with app.async_client(limits=limits) as http:
+        async def start():
+            try:
+                return (await http.post("/api/workers", json=client_spec(port))).status_code
+            except httpx.TransportError:
+                return None  # the server went away mid-request
+        storm = [asyncio.create_task(start()) for _ in range(150)]
+        done, _ = await asyncio.wait(storm, return_when=asyncio.FIRST_COMPLETED)
+        assert done
+        await asyncio.to_thread(sigterm_exits_promptly, app)
+        codes = await asyncio.gather(*storm)
+    assert 201 in codes, codes
+    await asyncio.to_thread(drain, sink, 0.2)
+    assert await asyncio.to_thread(drain, sink, 1.0) == 0, "a worker outlived the app"
