@@ -82,8 +82,9 @@ class Supervisor:
             raise Conflict("UDP Lab is shutting down: it starts no more workers")
         alive = sum(1 for w in self.workers.values() if w.alive) + self._starting
         if alive >= self.policy.max_workers:
-            raise TooMany(f"{alive} workers are running, the most this app allows: stop some "
-                          "(or Clear ended), or start udplab with a higher --max-workers")
+            raise TooMany(f"{alive} workers are running or starting, the most this app "
+                          "allows: stop some (or Clear ended), or start udplab with a higher "
+                          "--max-workers")
         if spec.name is not None and (spec.name in self.workers or spec.name in self._names):
             raise Conflict(
                 f"A worker named {spec.name!r} already exists: pick another name, "
