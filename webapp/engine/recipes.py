@@ -158,6 +158,8 @@ class Recipes:
 
     async def next(self, run: RecipeRun) -> RecipeRun:
         """Play the next step (the last one also cleans up)."""
+        if run.done:
+            return run
         self._begin(run)
         try:
             return await self._next(run)
