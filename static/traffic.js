@@ -25,11 +25,11 @@
     const data = [[], [], []];
     const chart = new window.uPlot({
       width: Math.max(280, box.clientWidth - 8), height: 180,
-      series: [{}, { label: "received/s", stroke: "#0b5cad", width: 2 },
+      series: [{ label: "seconds", value: (u, v) => (v == null ? "–" : `${v.toFixed(1)} s`) }, { label: "received/s", stroke: "#0b5cad", width: 2 },
                { label: "lost/s", stroke: "#a4161a", width: 2, dash: [6, 3] }],
       // x: seconds since the page opened, not clock times (":41.800" told nobody anything)
       scales: { x: { time: false } },
-      axes: [{ label: "seconds since the page opened", values: (u, ticks) => ticks.map((t) => `${Math.round(t)} s`) },
+      axes: [{ label: "seconds since the page opened", values: (u, ticks) => ticks.map((t) => `${+t.toFixed(1)} s`) },
              { size: 60 }],
     }, data, box);
     const opened = Date.now() / 1000;

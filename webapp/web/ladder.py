@@ -12,7 +12,7 @@ from typing import Any
 from webapp.engine.events import Event
 
 MAX_ITEMS = 30  # arrows and marks drawn at most: the diagram stays readable and bounded
-ROW = 34  # px between rows: room for a label above each arrow, clear of the row above
+ROW = 36  # px between rows: room for a label above each arrow, clear of the row above
 TOP = 14
 # The drawn mark (✕ or ●) is added by the template: these are the words only.
 MARKS = {"dropped": "pretended to drop", "timeout": "timeout", "gave-up": "gave up",
@@ -43,7 +43,7 @@ def layout(events: Iterable[Event], kinds: Mapping[str, str]) -> dict[str, Any]:
         local, peer = getattr(e, "local", None), getattr(e, "peer", None)
         if local:
             home[e.worker] = _key(local)
-            shown.setdefault(_key(local), _shown(local))
+            shown[_key(local)] = _shown(local)  # its own address, as it was bound
         if peer:
             shown.setdefault(_key(peer), _shown(peer))
         if e.type in ("timeout", "gave-up") and e.worker in home:
