@@ -12,6 +12,7 @@ from typing import Any
 from webapp.engine.events import Event
 
 MAX_ITEMS = 30  # arrows and marks drawn at most: the diagram stays readable and bounded
+MAX_LANES = 6  # endpoints drawn at most: older items that need more lanes are left out
 ROW = 36  # px between rows: room for a label above each arrow, clear of the row above
 TOP = 14
 # The drawn mark (✕ or ●) is added by the template: these are the words only.
@@ -29,6 +30,20 @@ def _key(address) -> str:
 def _shown(address) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def _newest(items: list) -> list:
+    """The newest items that fit in MAX_ITEMS rows and MAX_LANES lanes, oldest first: after
+    many experiments the newest exchange is drawn readably instead of in a crowd of lanes."""
+    kept: list = []
+    lanes: set[str] = set()
+    for item in reversed(items):
+        wanted = lanes | {item[1], item[2]}
+        if len(kept) == MAX_ITEMS or len(wanted) > MAX_LANES:
+            break
+        lanes = wanted
+        kept.append(item)
+    return kept[::-1]
 
 
 def layout(events: Iterable[Event], kinds: Mapping[str, str]) -> dict[str, Any]:
@@ -57,7 +72,7 @@ def layout(events: Iterable[Event], kinds: Mapping[str, str]) -> dict[str, Any]:
             items.append(("mark", where, where, e))
         elif e.type == "reply" and not e.expected:
             items.append(("mark", _key(local) if local else _key(peer), _key(peer), e))
-    items = items[-MAX_ITEMS:]
+    items = _newest(items)
     order: list[str] = []
     workers: dict[str, str] = {}
     for _, start, end, e in items:
