@@ -115,8 +115,18 @@ def test_each_step_of_a_recipe_stays_on_screen(page, own_server, width, height, 
         stage_on_screen(page, run, number, total)
     # the recipe's datagrams were drawn: the check above ran on real arrows
     expect(page.locator(".ladder a.item")).not_to_have_count(0)
-    # the forms stay usable beside the stage, also while presenting
+    # the forms stay usable beside the stage, also while presenting: start and stop a server
     on_screen(page, page.locator("#server-start"), "Start server")
+    form = page.locator("#server-form")
+    form.locator("input[name=port]").fill("0")
+    form.locator("input[name=name]").fill("stage-server")
+    page.locator("#server-start").click()
+    card = page.locator("#worker-stage-server")
+    expect(card.locator(".state")).to_have_text("running")
+    on_screen(page, card.locator("header"), "the card just started")
+    card.get_by_role("button", name="Stop").click()
+    expect(card.locator(".state")).to_have_text("stopped")
+    page_does_not_scroll(page)
     assert_clean(page, reports)
 
 
