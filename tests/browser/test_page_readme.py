@@ -34,7 +34,8 @@ def readme_steps() -> list[str]:
     assert SECTION in text, f"README.md has no section {SECTION!r}"
     body = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     steps = re.split(r"^\d+\. ", body, flags=re.M)[1:]
-    return [" ".join(step.split()) for step in steps]
+    # a step ends at the first blank line (what follows the list is not a step)
+    return [" ".join(step.split("\n\n", 1)[0].split()) for step in steps]
 
 
 def quoted(step: str) -> list[str]:
@@ -125,6 +126,9 @@ def step_5(page, words):
            .locator(".state")).to_have_text("running")
     client.get_by_role("button", name="Start client").click()
     expect(log(page).locator(".ev-gave-up").first).to_contain_text(down, timeout=GIVE_UP_WAIT)
+    # "after waiting 0.1, 0.2, 0.4, 0.8 and 1.6 seconds": the newest client's timeline
+    waits = page.locator("#workers .card.kind-client").last.locator(".backoff li")
+    expect(waits).to_contain_text(["0.1 s", "0.2 s", "0.4 s", "0.8 s", "1.6 s"])
 
 
 # what each step quotes, in order: the test reads these values from the README
