@@ -50,7 +50,7 @@ def test_wrong_tokens_are_slowed_then_the_right_one_still_gets_in(apps):
                 for headers in ({}, WRONG):
                     response, seconds = await timed(http, url, headers=headers)
                     assert response.status_code == 200, (url, response.text)
-                    assert seconds < 0.5, (url, seconds)
+                    assert seconds < PENALTY, (url, seconds)  # never in the lane
             # The right token gets in, by header and by the printed URL.
             response, _ = await timed(http, "/api/workers", headers=app.bearer)
             assert response.status_code == 200, response.text
@@ -105,7 +105,8 @@ def test_guessing_from_many_addresses_is_bounded_by_the_app_wide_budget(apps):
             finally:
                 for c in clients:
                     await c.aclose()
-            assert response.status_code == 200 and seconds < 0.5, seconds
+            # Not in the lane, where it would wait behind several turns.
+            assert response.status_code == 200 and seconds < 1.5 * PENALTY, seconds
             statuses = [r.status_code for r, _ in results]
             assert statuses.count(401) == 20, statuses
             assert statuses.count(429) == 10, statuses

@@ -57,10 +57,9 @@ class Guard:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         client = (scope.get("client") or ("?", 0))[0]
         failures = self.failures
-        offered = self.offered(scope, headers) if failures.enabled else None
+        kind = self.offered(scope, headers)
         # Open paths and foreign Hosts are answered without looking at any token: never limited.
-        if offered is not None and self.is_open(scope, headers):
-            offered = None
+        offered = kind if failures.enabled and not self.is_open(scope, headers) else None
         cookies = self.our_cookies(headers) if offered == "cookie" else []
         why = None
         if offered is not None:
@@ -85,7 +84,7 @@ class Guard:
             if why is not None:  # it waited in the lane already
                 return await self.refuse(scope, receive, send, 429, self.too_many(why, client))
             await asyncio.sleep(slow_down(count))  # slow down guessing
-        elif status == 401 and offered is None and self.our_cookies(headers):
+        elif status == 401 and kind == "cookie":
             message = EARLIER_RUN  # (with the limit off: still say why)
         return await self.refuse(scope, receive, send, status, message)
 
