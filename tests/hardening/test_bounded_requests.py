@@ -175,6 +175,19 @@ def test_a_long_name_is_refused_without_echoing_it_back(apps):
     assert "400000 characters" in error and "up to 48" in error, error
 
 
+def test_a_long_name_typed_in_the_form_is_kept_once_not_echoed_in_the_error(apps):
+    app = apps.start()
+    name = "n" * 400_000
+    with app.client(auth=False, headers={**app.cookie, "Origin": app.origin}) as http:
+        response = http.post("/workers", data={"kind": "server", "host": "127.0.0.1",
+                                               "port": "0", "name": name})
+    assert response.status_code == 422, response.text[:300]
+    assert "400000 characters" in response.text
+    # What was typed stays in its field (once); the error line does not repeat it.
+    assert response.text.count(name) == 1, len(response.text)
+    assert len(response.text) < len(name) + 100_000
+
+
 # --- slow-loris -----------------------------------------------------------------------------
 
 def open_files(pid: int) -> int:

@@ -3,7 +3,6 @@
 import asyncio
 import ipaddress
 import logging
-import re
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -14,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webapp import __version__
 from webapp.engine import EngineError, Supervisor
+from webapp.engine.errors import bounded
 from webapp.engine.experiments import BindingExplorer, Experiments
 from webapp.engine import lab
 from webapp.engine.labscenarios import LabScenarios
@@ -26,19 +26,6 @@ from webapp.web.stream import PageHub, json_hub
 from webapp.web.settings import Settings
 
 log = logging.getLogger("udplab")
-ECHO_LIMIT = 100  # characters of what a request sent that an error message may repeat
-MESSAGE_LIMIT = 2000  # characters of any error message, whatever it quotes
-QUOTED = re.compile("'[^']{%d,}'|\"[^\"]{%d,}\"" % (ECHO_LIMIT, ECHO_LIMIT))
-
-
-def bounded(message: str) -> str:
-    """An error message that repeats at most ECHO_LIMIT characters of any value it quotes
-    (a 1 MB name is refused in a line, not echoed back whole)."""
-    def shorten(match: re.Match) -> str:
-        value = match.group(0)
-        return f"{value[:ECHO_LIMIT]}…{value[0]} ({len(value) - 2} characters)"
-    message = QUOTED.sub(shorten, message)
-    return message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "…"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -102,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(EngineError)
     async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
-        body = {"error": bounded(exc.message)}
+        body = {"error": exc.message}
         if exc.field:
             body["field"] = exc.field
         return JSONResponse(body, status_code=exc.status)
@@ -128,9 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
         # json.loads of `[[[[…` 200 000 deep runs out of stack: bad input, not a bug of ours.
         return JSONResponse(
-            {"error": "The body is nested too deeply to read (JSON of more than about 900 "
-                      "levels): send a flat object such as {\"kind\": \"server\", "
-                      "\"port\": 1060}"},
+            {"error": "The body is JSON nested too deeply to read (more than about 900 "
+                      "levels): send plain JSON, as the API's examples and the exports are"},
             status_code=422,
         )
 
