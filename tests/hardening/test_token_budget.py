@@ -11,7 +11,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from live import start_server, stop_and_check
-from webapp.web.limits import LANE, PENALTY
+from webapp.web.limits import (
+    LANE, MAX_ADDRESSES, PENALTY, STALE_FOR, STALE_VALUES, WINDOW, TokenFailures)
 
 WRONG = {"Authorization": "Bearer not-the-token"}
 
@@ -202,3 +203,41 @@ def test_many_new_cookie_values_are_guesses(apps):
             assert (await http.get("/api/workers", headers=app.bearer)).status_code == 200
 
     asyncio.run(scenario())
+
+
+# --- the bookkeeping, on a fake clock ----------------------------------------------------------
+
+def test_budgets_forget_after_a_minute_and_stay_bounded():
+    failures = TokenFailures(per_address=3, total=5)
+    for i in range(3):
+        failures.failed("a", now=float(i))
+    assert failures.over_budget("a", now=3.0) == "Too many wrong tokens from a"
+    assert failures.over_budget("b", now=3.0) is None
+    assert failures.wait_seconds("a", now=3.0) == int(WINDOW - 3) + 1
+    failures.failed("b", now=4.0)
+    failures.failed("c", now=5.0)  # five in all: the app-wide budget is spent
+    assert failures.over_budget("d", now=6.0) == "Too many wrong tokens from the network"
+    failures.succeeded("e", now=6.0)
+    assert failures.over_budget("e", now=6.0) is None  # showed the right token lately
+    # A minute later everything is forgotten.
+    assert failures.over_budget("a", now=3.0 + WINDOW) is None
+    assert failures.over_budget("d", now=6.0 + WINDOW) is None
+    # Many addresses never grow the tables past their bound.
+    for i in range(MAX_ADDRESSES + 10):
+        failures.failed(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", now=1000.0)
+        failures.is_stale(f"x{i}", "old", now=1000.0)
+    assert len(failures.by_address) <= MAX_ADDRESSES
+    assert len(failures.stale) <= MAX_ADDRESSES
+    assert len(failures.all) <= 4 * failures.total
+
+
+def test_stale_cookie_values_are_few_and_remembered():
+    failures = TokenFailures(per_address=10, total=100)
+    values = [f"old{i}" for i in range(STALE_VALUES)]
+    assert all(failures.is_stale("a", v, now=0.0) for v in values)
+    assert not failures.is_stale("a", "one-more", now=1.0)  # a guess
+    assert all(failures.knows_stale("a", v) for v in values)
+    assert not failures.knows_stale("b", values[0])  # per address
+    assert failures.is_stale("a", values[0], now=STALE_FOR / 2)  # seen again: kept
+    # Values not seen for STALE_FOR are forgotten, making room again.
+    assert failures.is_stale("a", "later", now=STALE_FOR + 1.0)
