@@ -78,10 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     limits.add_argument("--max-import", type=size, default=32 * 2**20, metavar="BYTES",
                         help="largest history import, refused with 413 "
                         "(default 33554432, 32 MiB)")
-    limits.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+    limits.add_argument("--header-timeout", type=seconds, default=10.0, metavar="S",
                         help="seconds a connection may take to send a request's headers "
                         "before it is closed (default 10)")
-    limits.add_argument("--max-connections", type=count, default=256, metavar="N",
+    limits.add_argument("--max-connections", type=connections, default=256, metavar="N",
                         help="open HTTP connections; past it the one idle longest is closed "
                         "(default 256)")
     return parser.parse_args(argv)
@@ -103,6 +103,25 @@ def size(text: str) -> int:
     value = count(text)
     if value < 1024:
         raise argparse.ArgumentTypeError(f"{text!r} is too small: give at least 1024 bytes")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration of more than 0 seconds (for argparse)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def connections(text: str) -> int:
+    """A connection cap a browser can live with: at least 16 (for argparse)."""
+    value = count(text)
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is too few: give at least 16 connections")
     return value
 
 

@@ -6,10 +6,14 @@ headers (slow-loris) are closed in time while the real user still gets in."""
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
+
+from live import REPO
 
 KIB, MIB = 1024, 2**20
 LIMIT_WORDS = "larger than"
@@ -250,3 +254,19 @@ def test_headers_without_end_are_refused(apps):
         answer = read_response(sock, timeout=5)
     assert status_of(answer) == 431, answer[:300]
     assert b"larger than 64 KiB" in answer
+
+
+@pytest.mark.parametrize(("flag", "value", "words"), [
+    ("--header-timeout", "0", "seconds above 0"),
+    ("--max-connections", "3", "at least 16"),
+    ("--max-body", "10", "at least 1024 bytes"),
+    ("--max-import", "lots", "not a whole number"),
+    ("--max-token-failures-total", "-1", "not a whole number"),
+])
+def test_limits_that_would_break_the_dashboard_are_refused_at_start(flag, value, words):
+    done = subprocess.run([sys.executable, "-m", "webapp", "--port", "0", flag, value],
+                          capture_output=True, text=True, timeout=30, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert flag in done.stderr and words in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
