@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webapp import __version__
 from webapp.engine import EngineError, Supervisor
+from webapp.engine.errors import bounded
 from webapp.engine.experiments import BindingExplorer, Experiments
 from webapp.engine import lab
 from webapp.engine.labscenarios import LabScenarios
@@ -106,7 +107,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return JSONResponse(
-            {"error": f"Bad request at {where or 'the body'}: {first.get('msg', 'invalid')}"},
+            {"error": bounded(f"Bad request at {where or 'the body'}: "
+                              f"{first.get('msg', 'invalid')}")},
+            status_code=422,
+        )
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # json.loads of `[[[[…` 200 000 deep runs out of stack: bad input, not a bug of ours.
+        return JSONResponse(
+            {"error": "The body is JSON nested too deeply to read (more than about 900 "
+                      "levels): send plain JSON, as the API's examples and the exports are"},
             status_code=422,
         )
 
