@@ -130,3 +130,22 @@ def test_the_limits_are_refused_with_their_numbers_and_leave_nothing_behind(hist
     assert last.status_code == 422 and "Line 5001 " in last.json()["error"]
     assert after == before  # the batches written before the bad line are gone
     assert rows == (0, 1)  # not even hidden: only this run's (empty) session is in the file
+
+
+def test_numbers_out_of_range_are_refused_not_a_500(hist):
+    """Times past the year 9999 crashed the label and the CSV export; ids past 64 bits,
+    SQLite."""
+    head = json.dumps({"type": "udplab-export", "version": 1,
+                       "session": {"id": 7, "started": 1e300}}) + "\n"
+    event = {"seq": 1, "time": 1.0, "worker": "w1", "type": "sent", "message": "m"}
+    cases = {"time": {**event, "time": 1e300}, "seq": {**event, "seq": 2**70},
+             "version": {"type": "udplab-export", "version": "2"}}
+    with hist.client() as http:
+        refused = {k: http.post("/api/history/import", content=json.dumps(v) + "\n")
+                   for k, v in cases.items()}
+        kept = http.post("/api/history/import", content=head + json.dumps(event) + "\n")
+        csv = http.get(f"/api/history/{kept.json()['workers'][0]}/export.csv")
+    for name, done in refused.items():
+        assert done.status_code == 422 and "Line 1 " in done.json()["error"], (name, done.text)
+    assert kept.status_code == 201 and kept.json()["label"] == "imported"  # no date to show
+    assert csv.status_code == 200 and "1970-01-01T00:00:01" in csv.text

@@ -193,9 +193,12 @@ class ImportReader:
                           f"reads ({FORMAT_VERSION})")
         session = item.get("session")
         if isinstance(session, dict):  # only what the label shows, and only if it is sane
-            self.session = {k: session[k] for k, kinds in (("id", int), ("started", float))
-                            if isinstance(session.get(k), (kinds, int))
-                            and not isinstance(session.get(k), bool)}
+            self.session = {}
+            for key, check in (("id", _count), ("started", _number)):
+                try:
+                    self.session[key] = check(session.get(key), key)
+                except ValueError:
+                    pass
 
     def _add(self, number: int, record: WorkerRecord) -> WorkerRecord:
         self.workers += 1
@@ -264,12 +267,6 @@ def _count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
         raise ValueError(f"{what} (a whole number from 0)")
     return value
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(what)
-    return float(value)
 
 
 def _record(number: int, item: dict[str, Any]) -> WorkerRecord:
