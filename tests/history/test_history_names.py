@@ -133,3 +133,24 @@ def test_an_imported_8_mib_name_is_refused(hist):
     assert "Line 2 of the import" in done.json()["error"]
     assert "longer than 1024 KiB" in done.json()["error"]
     assert [s["imported"] for s in sessions] == [False]
+
+
+def test_the_page_import_form_streams_and_refuses_a_bad_name(hist):
+    with hist.client(headers={"Origin": hist.origin}) as http:
+        _, client = exchange(http, count=2)
+        session = http.get("/api/history").json()["current"]
+        good = http.get(f"/api/history/sessions/{session}/export.jsonl").content
+        # Padding lines make the upload larger than the 1 MiB the form keeps in memory, so
+        # it is read back from its temporary file in chunks.
+        good += (b" " * (512 * 1024) + b"\n") * 4
+        done = http.post("/history/import", files={"file": ("mine.jsonl", good)})
+        bad = http.post("/history/import",
+                        files={"file": ("bad.jsonl", _export_line("x" * 5000))})
+        sessions = http.get("/api/history").json()["sessions"]
+    assert done.status_code == 303, done.text[:3000]
+    assert done.headers["location"] == "/history?done=imported"
+    assert sessions[0]["imported"] and sessions[0]["label"].startswith("imported from mine.jsonl")
+    assert [w["worker"] for w in sessions[0]["workers"]][-1] == client["id"]
+    assert bad.status_code == 422 and "Line 2 of the import" in bad.text
+    assert "up to 48 lower-case letters" in bad.text and "x" * 100 not in bad.text
+    assert len(sessions) == 2
