@@ -7,13 +7,12 @@ worker thread, never from the event loop (see `webapp.engine.recorder`).
 Schema versions live in `PRAGMA user_version`. An older database is migrated in place; one
 from a newer UDP Lab (or not ours) raises `HistoryUnavailable`, naming the file and the fix.
 
-One app writes a file at a time: the store holds an exclusive `flock` on `<file>.lock` for its
-life, and a second app gets `HistoryInUse` (two writers deleted each other's live sessions).
-A file that fails `PRAGMA quick_check` at start-up is moved aside as
+One app writes a file at a time: the store holds the file's lock for its life (see
+`webapp.engine.historyfile`) and a second app gets `HistoryInUse` (two writers deleted each
+other's live sessions). A file that fails `PRAGMA quick_check` at start-up is moved aside as
 `<file>.damaged-<time>` and a fresh one started; `notice` says so.
 """
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webapp.engine import historyfile
 from webapp.engine.errors import EngineError
 
 FILENAME = "history.sqlite3"
@@ -128,32 +128,6 @@ class WorkerRecord:
     dropped: int = 0  # events let go before they reached the store (cap applied early)
 
 
-def _lock(path: Path) -> int:
-    """An exclusive lock on `<path>.lock` (with this process's id in it), or `HistoryInUse`."""
-    lock = path.with_name(path.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise HistoryInUse(
-            f"The history file {path} is in use by another udplab (pid {pid}), so history is "
-            "off in this one: start this one with --data-dir pointing elsewhere") from None
-    except BaseException:
-        os.close(fd)
-        raise
-    stamp = f"{os.getpid()}\n".encode()
-    os.pwrite(fd, stamp, 0)
-    os.ftruncate(fd, len(stamp))
-    return fd
-
-
-def _is_read_only(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    return code == sqlite3.SQLITE_READONLY or "readonly" in str(exc)
-
-
 def _like(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -169,7 +143,12 @@ class HistoryStore:
         self._lock_fd: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = _lock(self.path)
+            self._lock_fd = historyfile.lock(self.path)
+        except historyfile.LockHeld as held:
+            raise HistoryInUse(
+                f"The history file {self.path} is in use by another udplab (pid {held.pid}), "
+                "so history is off in this one: start this one with --data-dir pointing "
+                "elsewhere") from None
         except OSError as exc:
             raise HistoryUnavailable(
                 f"Cannot open the history database {self.path}: {exc}. Check that the folder "
@@ -183,7 +162,7 @@ class HistoryStore:
     def _open(self) -> sqlite3.Connection:
         """Connect, check, migrate; a damaged file is moved aside once and a fresh one made."""
         for attempt in range(2):
-            if self.path.exists() and not os.access(self.path, os.W_OK):
+            if not historyfile.writable(self.path):
                 raise self._read_only()
             try:
                 self.db = sqlite3.connect(self.path, check_same_thread=False,
@@ -194,7 +173,9 @@ class HistoryStore:
                     "folder is writable, or start udplab with --data-dir pointing elsewhere"
                 ) from None
             try:
-                damage = self._damage()
+                newer = self.db.execute("PRAGMA user_version").fetchone()[0] > SCHEMA_VERSION
+                # A newer UDP Lab's file is refused untouched (by _migrate), never moved.
+                damage = None if newer else historyfile.damage(self.db)
                 if damage is None:
                     self._migrate()
                     self.db.execute("PRAGMA foreign_keys = ON")
@@ -202,7 +183,7 @@ class HistoryStore:
                     return self.db
             except sqlite3.DatabaseError as exc:
                 self.db.close()
-                if _is_read_only(exc):
+                if historyfile.is_read_only(exc):
                     raise self._read_only() from None
                 raise HistoryUnavailable(
                     f"{self.path} is not a UDP Lab history database ({exc}): move it away, "
@@ -213,41 +194,13 @@ class HistoryStore:
             self.db.close()
             if attempt:
                 break
-            aside = self._move_aside()
+            aside = historyfile.move_aside(self.path)
             self.notice = (f"The history file {self.path} was damaged ({damage}): it was moved "
                            f"aside to {aside} and a fresh history started. The old sessions "
                            "are in that copy (sqlite3's .recover may save some of them)")
         raise HistoryUnavailable(f"The history database {self.path} is damaged again right "
                                  "after a fresh start: check the disk, or start udplab with "
                                  "--data-dir pointing elsewhere")
-
-    def _damage(self) -> str | None:
-        """What `PRAGMA quick_check` finds wrong with the file (None: nothing, or new)."""
-        if self.db.execute("PRAGMA user_version").fetchone()[0] > SCHEMA_VERSION:
-            return None  # a newer UDP Lab's file: refused untouched by _migrate
-        try:
-            rows = [r[0] for r in self.db.execute("PRAGMA quick_check(5)")]
-        except sqlite3.DatabaseError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_CORRUPT:
-                raise
-            return str(exc)
-        return None if rows == ["ok"] else "; ".join(rows)[:300]
-
-    def _move_aside(self) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
-        n = 1
-        while aside.exists():
-            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}.{n}")
-            n += 1
-        os.rename(self.path, aside)
-        # The write-ahead log goes with it (SQLite looks for `<name>-wal`); the shared-memory
-        # index is rebuilt from it, so it simply goes.
-        wal = self.path.with_name(self.path.name + "-wal")
-        if wal.exists():
-            os.rename(wal, aside.with_name(aside.name + "-wal"))
-        self.path.with_name(self.path.name + "-shm").unlink(missing_ok=True)
-        return aside
 
     def _read_only(self) -> HistoryUnavailable:
         return HistoryUnavailable(
@@ -285,7 +238,7 @@ class HistoryStore:
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the last descriptor releases the flock
+            historyfile.unlock(self._lock_fd)
             self._lock_fd = None
 
     # --- writing -----------------------------------------------------------------------
