@@ -91,12 +91,18 @@ def test_a_50_mib_import_streams_with_flat_memory_and_a_live_loop(hist, tmp_path
           f"{took:.1f} s; RSS {before['VmRSS'] / 1024:.0f} -> {after['VmRSS'] / 1024:.0f} MiB, "
           f"peak {before['VmHWM'] / 1024:.0f} -> {after['VmHWM'] / 1024:.0f} MiB; "
           f"/api/health: {len(probe.times)} probes, median "
-          f"{sorted(probe.times)[len(probe.times) // 2] * 1000:.1f} ms, max {slowest:.1f} ms")
+          f"{sorted(probe.times)[len(probe.times) // 2] * 1000:.1f} ms, p95 "
+          f"{sorted(probe.times)[len(probe.times) * 95 // 100] * 1000:.1f} ms, "
+          f"max {slowest:.1f} ms, over 200 ms: {sum(t > 0.2 for t in probe.times)}")
     assert session["id"] == done.json()["session"] and session["imported"]
     assert len(session["workers"]) == workers == len(done.json()["workers"])
     assert last["events_kept"] == 7_000 and last["events"][-1]["seq"] == 7_000
     assert grown < 100, f"the peak RSS grew by {grown:.0f} MiB (586 MiB before streaming)"
-    assert len(probe.times) > 10 and slowest < 400, f"/api/health took {slowest:.0f} ms"
+    # Before streaming, the import stalled the loop several times for 0.5-0.75 s (5-6 probes
+    # over 200 ms). One slow probe is let pass: on a shared 2-core machine the whole process
+    # is sometimes not scheduled for that long, import or not.
+    stalls = sum(t > 0.2 for t in probe.times)
+    assert len(probe.times) > 10 and stalls <= 1, f"{stalls} probes over 200 ms"
 
 
 def _worker(n: int) -> str:
