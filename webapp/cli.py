@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="live workers at once (default 64)")
     limits.add_argument("--max-watchers", type=int, default=32, metavar="N",
                         help="WebSocket watchers at once (default 32)")
+    limits.add_argument("--keep-ended", type=count, default=200, metavar="N",
+                        help="ended workers kept on the dashboard, the newest; older ones "
+                        "are cleared from it, the History page keeps them all (default 200)")
     limits.add_argument("--max-token-failures", type=int, default=5, metavar="N",
                         help="wrong tokens per client address per minute before refusing it "
                         "(default 5; each one is answered more slowly; 0 turns this off)")
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         replies_per_source=args.replies_per_source,
         max_workers=args.max_workers,
         max_watchers=args.max_watchers,
+        keep_ended=args.keep_ended,
         max_token_failures=args.max_token_failures,
         data_dir=args.data_dir or default_data_dir(),
         history_events=args.history_events,

@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         orphans = await loop.run_in_executor(None, lab.clean_orphans)
         if orphans:
             log.info("removed %d namespaces left by a lab whose app was killed", len(orphans))
-        async with Supervisor(history=settings.worker_history, policy=policy) as supervisor, \
+        async with Supervisor(history=settings.worker_history, policy=policy,
+                              keep_ended=settings.keep_ended) as supervisor, \
                 history.running(app, supervisor, settings.data_dir,
                                 cap=settings.history_events):
             app.state.supervisor = supervisor

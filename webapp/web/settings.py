@@ -45,6 +45,7 @@ class Settings:
     history_events: int = 10_000  # events kept per worker in the history (the newest)
     events_per_second: int = 1000  # datagrams each worker shows one by one a second; 0 = all
     max_token_failures: int = 5  # wrong tokens per client address per minute before refusing
+    keep_ended: int = 200  # ended workers kept on the dashboard, the newest (history keeps all)
 
     @property
     def cookie_name(self) -> str:
