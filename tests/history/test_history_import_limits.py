@@ -93,16 +93,17 @@ def test_a_50_mib_import_streams_with_flat_memory_and_a_live_loop(hist, tmp_path
           f"/api/health: {len(probe.times)} probes, median "
           f"{sorted(probe.times)[len(probe.times) // 2] * 1000:.1f} ms, p95 "
           f"{sorted(probe.times)[len(probe.times) * 95 // 100] * 1000:.1f} ms, "
-          f"max {slowest:.1f} ms, over 200 ms: {sum(t > 0.2 for t in probe.times)}")
+          f"max {slowest:.1f} ms, over 300 ms: {sum(t > 0.3 for t in probe.times)}")
     assert session["id"] == done.json()["session"] and session["imported"]
     assert len(session["workers"]) == workers == len(done.json()["workers"])
     assert last["events_kept"] == 7_000 and last["events"][-1]["seq"] == 7_000
     assert grown < 100, f"the peak RSS grew by {grown:.0f} MiB (586 MiB before streaming)"
-    # Before streaming, the import stalled the loop several times for 0.5-0.75 s (5-6 probes
-    # over 200 ms). One slow probe is let pass: on a shared 2-core machine the whole process
-    # is sometimes not scheduled for that long, import or not.
-    stalls = sum(t > 0.2 for t in probe.times)
-    assert len(probe.times) > 10 and stalls <= 1, f"{stalls} probes over 200 ms"
+    # Before streaming, the import stalled the loop again and again: 5-6 probes over 200 ms
+    # on a quiet machine, 9-12 over 300 ms (up to 2.5 s) on a busy one. Streaming gives none
+    # on a quiet machine; on a shared, busy 2-core one the whole process is sometimes not
+    # scheduled for a while, import or not, so two slow probes are let pass.
+    stalls = sum(t > 0.3 for t in probe.times)
+    assert len(probe.times) > 10 and stalls <= 2, f"{stalls} probes over 300 ms"
 
 
 def _worker(n: int) -> str:

@@ -32,8 +32,10 @@ router = APIRouter(tags=["history"])
 MAX_IMPORT = 64 * 1024 * 1024  # bytes of JSON Lines one import may carry
 # An import is written in batches of this many lines (or bytes), each parsed and written in
 # the store's thread while the next is read: memory stays flat whatever the file's size.
-BATCH_LINES = 2_000
-BATCH_BYTES = 1024 * 1024
+# Small batches hand the interpreter back to the event loop often: on a busy machine, 2000
+# lines a batch gave /api/health a p95 of 100 ms during a 50 MiB import, 500 gave 25-40 ms.
+BATCH_LINES = 500
+BATCH_BYTES = 256 * 1024
 DATAGRAM_TYPES = export.DATAGRAM_TYPES
 
 
