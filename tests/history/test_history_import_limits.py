@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+from history_helpers import start_with_data
+from live import stop_and_check
 from webapp.engine import export
 from webapp.engine.history import FILENAME
 
@@ -66,44 +68,55 @@ class HealthProbe(threading.Thread):
                 self.stop.wait(0.02)
 
 
+def stats(times: list[float]) -> str:
+    ordered = sorted(times)
+    return (f"{len(times)} probes, median {ordered[len(times) // 2] * 1000:.1f} ms, p95 "
+            f"{ordered[len(times) * 95 // 100] * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms, "
+            f"over 300 ms: {sum(t > 0.3 for t in times)}")
+
+
 def test_a_50_mib_import_streams_with_flat_memory_and_a_live_loop(hist, tmp_path):
     path = tmp_path / "big.jsonl"
     workers, events = big_export(path, mib=50)
-    with hist.client() as http:
-        http.timeout = 120
-        http.get("/api/history")  # warm: the store's thread and the routes are ready
-        before = memory(hist.proc.pid)
-        probe = HealthProbe(hist)
-        probe.start()
-        began = time.monotonic()
-        with path.open("rb") as body:  # httpx sends a file in chunks, as a browser would
-            done = http.post("/api/history/import", content=body)
-        took = time.monotonic() - began
-        probe.stop.set()
-        probe.join(10)
-        after = memory(hist.proc.pid)
-        assert done.status_code == 201, done.text[:500]
-        session = http.get("/api/history").json()["sessions"][0]
-        last = http.get(f"/api/history/{session['workers'][-1]['id']}").json()
+    # A second, idle app probed at the same time: what the machine's own load does to
+    # /api/health (the machine is shared), apart from what the import does.
+    control = start_with_data(tmp_path / "control", tmp_path / "control-data")
+    try:
+        with hist.client() as http:
+            http.timeout = 120
+            http.get("/api/history")  # warm: the store's thread and the routes are ready
+            before = memory(hist.proc.pid)
+            probe, idle = HealthProbe(hist), HealthProbe(control)
+            probe.start()
+            idle.start()
+            began = time.monotonic()
+            with path.open("rb") as body:  # httpx sends a file in chunks, as a browser would
+                done = http.post("/api/history/import", content=body)
+            took = time.monotonic() - began
+            for p in (probe, idle):
+                p.stop.set()
+                p.join(10)
+            after = memory(hist.proc.pid)
+            assert done.status_code == 201, done.text[:500]
+            session = http.get("/api/history").json()["sessions"][0]
+            last = http.get(f"/api/history/{session['workers'][-1]['id']}").json()
+    finally:
+        stop_and_check(control)
     grown = (after["VmHWM"] - before["VmHWM"]) / 1024
-    slowest = max(probe.times) * 1000
     print(f"\n{path.stat().st_size / 2**20:.1f} MiB, {workers} workers, {events} events in "
           f"{took:.1f} s; RSS {before['VmRSS'] / 1024:.0f} -> {after['VmRSS'] / 1024:.0f} MiB, "
           f"peak {before['VmHWM'] / 1024:.0f} -> {after['VmHWM'] / 1024:.0f} MiB; "
-          f"/api/health: {len(probe.times)} probes, median "
-          f"{sorted(probe.times)[len(probe.times) // 2] * 1000:.1f} ms, p95 "
-          f"{sorted(probe.times)[len(probe.times) * 95 // 100] * 1000:.1f} ms, "
-          f"max {slowest:.1f} ms, over 300 ms: {sum(t > 0.3 for t in probe.times)}")
+          f"/api/health: {stats(probe.times)}; idle app meanwhile: {stats(idle.times)}")
     assert session["id"] == done.json()["session"] and session["imported"]
     assert len(session["workers"]) == workers == len(done.json()["workers"])
     assert last["events_kept"] == 7_000 and last["events"][-1]["seq"] == 7_000
     assert grown < 100, f"the peak RSS grew by {grown:.0f} MiB (586 MiB before streaming)"
     # Before streaming, the import stalled the loop again and again: 5-6 probes over 200 ms
-    # on a quiet machine, 9-12 over 300 ms (up to 2.5 s) on a busy one. Streaming gives none
-    # on a quiet machine; on a shared, busy 2-core one the whole process is sometimes not
-    # scheduled for a while, import or not, so two slow probes are let pass.
-    stalls = sum(t > 0.3 for t in probe.times)
-    assert len(probe.times) > 10 and stalls <= 2, f"{stalls} probes over 300 ms"
+    # on a quiet machine, 9-12 over 300 ms (up to 2.5 s) on a busy one. Streaming adds at
+    # most a couple to what the busy machine does to an idle app.
+    stalls, noise = (sum(t > 0.3 for t in p.times) for p in (probe, idle))
+    assert len(probe.times) > 10 and len(idle.times) > 10
+    assert stalls <= noise + 2, f"{stalls} probes over 300 ms ({noise} for the idle app)"
 
 
 def _worker(n: int) -> str:
