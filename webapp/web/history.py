@@ -29,7 +29,6 @@ from webapp.web.deps import RendererDep, SupervisorDep
 
 log = logging.getLogger("udplab")
 router = APIRouter(tags=["history"])
-MAX_IMPORT = 64 * 1024 * 1024  # bytes of JSON Lines one import may carry
 # An import is written in batches of this many lines (or bytes), each parsed and written in
 # the store's thread while the next is read: memory stays flat whatever the file's size.
 # Small batches hand the interpreter back to the event loop often: on a busy machine, 2000
@@ -215,18 +214,32 @@ async def export_session(session_id: int, fmt: str, recorder: HistoryDep) -> Res
 @router.post("/api/history/import", status_code=201)
 async def import_history(request: Request, recorder: HistoryDep) -> dict[str, Any]:
     """Add a JSON Lines export (the body) to the history as a new, imported session."""
-    return await _import(request.stream(), recorder, "imported")
+    return await _import(_limited(request.stream(), _import_limit(request)), recorder,
+                         "imported")
+
+
+def _import_limit(request: Request) -> int:
+    """Bytes one import may carry: `--max-import` (the Guard refuses a larger body with 413
+    before it is read; this holds for a body whose length was not announced, too)."""
+    return request.app.state.settings.max_import_body
+
+
+async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """The chunks, refused once more than `limit` bytes came."""
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise BadSpec(f"The import is larger than {limit // 2**20} MiB (--max-import): "
+                          "export fewer workers at a time", field="body")
+        yield chunk
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
     """The body's lines (without their newlines) in batches, as it arrives; never more than
-    a batch and one line held, and never more than `MAX_IMPORT` bytes read."""
-    pending, batch, size, total = b"", [], 0, 0
+    a batch and one line held."""
+    pending, batch, size = b"", [], 0
     async for chunk in chunks:
-        total += len(chunk)
-        if total > MAX_IMPORT:
-            raise BadSpec(f"The import is larger than {MAX_IMPORT // 2**20} MiB: export "
-                          "fewer workers at a time", field="body")
         *whole, pending = (pending + chunk).split(b"\n")
         if len(pending) > export.MAX_LINE:  # a line with no end in sight
             whole.append(pending)
@@ -376,10 +389,10 @@ async def delete_session_from_page(session_id: int, request: Request) -> Respons
 async def import_from_page(request: Request, renderer: RendererDep) -> Response:
     """The page's import form: upload a .jsonl export."""
     recorder = _recorder(request)
-    form = await request.form(max_part_size=MAX_IMPORT)
+    form = await request.form(max_part_size=_import_limit(request))
     upload = form.get("file")  # spooled to a temporary file: read back in chunks
     try:
-        await _import(_chunks(upload), recorder,
+        await _import(_limited(_chunks(upload), _import_limit(request)), recorder,
                       f"imported from {getattr(upload, 'filename', '') or 'a file'}"[:200])
     except EngineError as exc:
         sessions = await _read(recorder, lambda: recorder.store.sessions(
