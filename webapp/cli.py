@@ -123,7 +123,11 @@ def own_addresses(host: str) -> frozenset[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the dashboard until Ctrl+C or SIGTERM."""
+    """Run the dashboard until Ctrl+C or SIGTERM (or `udplab agent` / `udplab fleet`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("agent", "fleet"):
+        from webapp.fleet import cli as fleet_cli
+        return (fleet_cli.agent_main if argv[0] == "agent" else fleet_cli.fleet_main)(argv[1:])
     args = parse_args(argv)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)

@@ -1,0 +1,135 @@
+"""The fleet: every machine the dashboard can drive, its own first.
+
+The web layer asks the fleet, never NATS: a spec's `machine` picks where a worker starts
+(default: the dashboard's own), and a worker id says where it lives (`b:client-1` is
+`client-1` on machine b; an id without a machine is local).
+"""
+
+import logging
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from webapp.engine import BadSpec, EventBus, UnknownWorker
+from webapp.fleet import wire
+from webapp.fleet.config import APP, FleetError, check_machine, subject
+from webapp.fleet.connection import Connection
+from webapp.fleet.machine import LocalMachine, Machine
+from webapp.fleet.remote import LOST_AFTER, RemoteMachine, decode
+
+log = logging.getLogger("udplab.fleet")
+
+
+class Fleet:
+    """The local machine and every agent that has said hello."""
+
+    def __init__(self, local: LocalMachine, *, lost_after: float = LOST_AFTER):
+        self.local = local
+        self.bus: EventBus = local.supervisor.bus
+        self.lost_after = lost_after
+        self.machines: dict[str, Machine] = {local.name: local}
+        self.connection: Connection | None = None
+
+    async def join(self, connection: Connection) -> None:
+        """Listen to every agent's hellos and events on an open connection."""
+        self.connection = connection
+        nc = connection.nc
+        await nc.subscribe(subject("*", "hello"), cb=self._hello)
+        await nc.subscribe(subject("*", "events"), cb=self._events)
+        await nc.flush()
+        await connection.check_refused()
+
+    def _remote(self, msg: Msg) -> RemoteMachine | None:
+        # The subject is what nats-server let the sender publish on: it names the machine,
+        # whatever the body says.
+        parts = msg.subject.split(".")
+        if len(parts) != 3 or parts[0] != APP:
+            return None
+        name = parts[1]
+        machine = self.machines.get(name)
+        if machine is None:
+            try:
+                check_machine(name)
+            except FleetError:
+                return None
+            machine = self.machines[name] = RemoteMachine(
+                name, self.connection.nc, self.bus, lost_after=self.lost_after)
+            log.info("machine %s joined the fleet", name)
+        return machine if isinstance(machine, RemoteMachine) else None
+
+    async def _hello(self, msg: Msg) -> None:
+        machine, body = self._remote(msg), decode(msg.data)
+        if machine is not None and body is not None:
+            machine.receive_hello(body)
+
+    async def _events(self, msg: Msg) -> None:
+        machine, body = self._remote(msg), decode(msg.data)
+        if machine is not None and body is not None:
+            machine.receive_events(body)
+
+    def machine(self, name: Any) -> Machine:
+        """The machine called `name` (None: the local one); `BadSpec` if there is none."""
+        if name is None or name == "":
+            return self.local
+        machine = self.machines.get(name) if isinstance(name, str) else None
+        if machine is None:
+            known = ", ".join(sorted(self.machines))
+            raise BadSpec(f"There is no machine {name!r} in the fleet (machines: {known}); "
+                          "start 'udplab agent' there first", field="machine")
+        return machine
+
+    def locate(self, worker_id: str) -> tuple[Machine, str]:
+        """The machine a fleet-wide worker id lives on, and its id there."""
+        name, local_id = wire.split_id(worker_id)
+        if name is None:
+            return self.local, local_id
+        machine = self.machines.get(name)
+        if machine is None or machine is self.local:
+            raise UnknownWorker(f"There is no worker {worker_id!r}: list them with "
+                                "GET /api/workers")
+        return machine, local_id
+
+    async def start(self, spec: Any) -> dict[str, Any]:
+        """Start a worker on the machine its spec names (`machine`, default local)."""
+        if not isinstance(spec, dict):
+            raise BadSpec("A worker spec must be a JSON object with a 'kind'")
+        spec = dict(spec)
+        machine = self.machine(spec.pop("machine", None))
+        worker = await machine.start(spec)
+        return dict(worker, machine=machine.name)
+
+    async def stop(self, worker_id: str) -> dict[str, Any]:
+        machine, local_id = self.locate(worker_id)
+        return dict(await machine.stop(local_id), machine=machine.name)
+
+    async def remove(self, worker_id: str) -> dict[str, Any]:
+        machine, local_id = self.locate(worker_id)
+        return dict(await machine.remove(local_id), machine=machine.name)
+
+    async def get(self, worker_id: str) -> dict[str, Any]:
+        machine, local_id = self.locate(worker_id)
+        return dict(await machine.get(local_id), machine=machine.name)
+
+    async def events(self, worker_id: str) -> list[dict[str, Any]]:
+        machine, local_id = self.locate(worker_id)
+        return await machine.events(local_id)
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """Every worker of every machine that answers (a lost one's from memory)."""
+        out = []
+        for machine in list(self.machines.values()):
+            try:
+                workers = await machine.workers()
+            except wire.ERRORS["EngineError"]:
+                continue  # it went silent between its hello and now: it is lost
+            out.extend(dict(w, machine=machine.name) for w in workers)
+        return out
+
+    def status(self) -> list[dict[str, Any]]:
+        """`GET /api/machines`: each machine's name, state, last seen, workers, addresses."""
+        return [machine.status() for machine in self.machines.values()]
+
+    async def close(self) -> None:
+        """Leave the fleet (the local machine's workers are the supervisor's to stop)."""
+        if self.connection is not None:
+            await self.connection.close()
