@@ -24,6 +24,7 @@ class Connection:
         self.tls_ca = tls_ca
         self.nc: nats.NATS | None = None
         self.refused: asyncio.Future | None = None
+        self.closing = False
 
     async def _error(self, exc: Exception) -> None:
         text = str(exc).lower()
@@ -34,7 +35,8 @@ class Connection:
             self.say(f"NATS: {exc}")
 
     async def _disconnected(self) -> None:
-        self.say(f"lost the connection to nats-server at {self.url}; reconnecting")
+        if not self.closing:
+            self.say(f"lost the connection to nats-server at {self.url}; reconnecting")
 
     async def _reconnected(self) -> None:
         self.say(f"connected again to nats-server at {self.url}")
@@ -77,5 +79,6 @@ class Connection:
 
     async def close(self) -> None:
         """Close the connection, if open."""
+        self.closing = True
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()

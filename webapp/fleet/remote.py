@@ -58,14 +58,15 @@ class RemoteMachine:
         """A heartbeat: the agent is alive, which run of it, its addresses."""
         self.seen = time.time()
         self.hello = hello
-        self._new_boot(hello.get("boot"))
+        batches = hello.get("batches")
+        self._new_boot(hello.get("boot"), batches if isinstance(batches, int) else 0)
 
     def receive_events(self, batch: dict[str, Any]) -> None:
         """A batch of events: each enters the bus as an event of this machine (never awaits)."""
         self.seen = time.time()
-        self._new_boot(batch.get("boot"))
         seq = batch.get("seq")
         if isinstance(seq, int):
+            self._new_boot(batch.get("boot"), seq - 1)
             if seq > self.batch + 1:
                 self.missed += seq - self.batch - 1
             self.batch = max(self.batch, seq)
@@ -77,9 +78,13 @@ class RemoteMachine:
                 self.received += 1
                 self._track(event)
 
-    def _new_boot(self, boot: Any) -> None:
-        if isinstance(boot, str) and boot != self.boot:
-            self.boot, self.batch = boot, 0
+    def _new_boot(self, boot: Any, sent_before: int) -> None:
+        """Gaps count from the first batch heard (what an agent sent before the dashboard
+        joined is not missed), and from 0 again when the agent restarts (a new boot)."""
+        if not isinstance(boot, str) or boot == self.boot:
+            return
+        self.batch = sent_before if self.boot is None else 0
+        self.boot = boot
 
     def _track(self, event) -> None:
         known = self._workers.get(event.worker)

@@ -1,0 +1,180 @@
+"""Agents as separate `udplab agent` processes, each in its own network namespace on a bridge
+this test made, driven from an in-process `Fleet` (the dashboard's side) over nats-server."""
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from webapp.engine import BadSpec, Conflict, Refused, Supervisor, UnknownWorker
+from webapp.fleet.connection import Connection
+from webapp.fleet.fleet import Fleet
+from webapp.fleet.machine import LocalMachine
+from webapp.fleet.remote import RemoteMachine, Unreachable
+
+
+async def until(predicate, what: str, timeout: float = 10.0) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+async def dashboard(lan_fleet):
+    """The dashboard's side: a supervisor, its bus, and a fleet that joined nats-server."""
+    lan, server = lan_fleet
+    async with Supervisor() as supervisor:
+        fleet = Fleet(LocalMachine(supervisor))
+        connection = Connection(server.url, server.creds("dashboard"), name="test dashboard")
+        await connection.open()
+        try:
+            await fleet.join(connection)
+            await until(lambda: {"a", "b"} <= set(fleet.machines), "hellos from a and b")
+            yield fleet
+        finally:
+            for worker in await fleet.workers():
+                if worker["machine"] != "local" and worker["state"] in ("running", "paused"):
+                    await fleet.remove(worker["id"])
+            await fleet.close()
+
+
+async def test_agents_say_hello_with_their_addresses(dashboard, lan_fleet):
+    lan, _ = lan_fleet
+    status = {m["name"]: m for m in dashboard.status()}
+    assert status["local"]["local"] is True and status["local"]["state"] == "up"
+    for name in ("a", "b"):
+        machine = status[name]
+        assert machine["state"] == "up" and machine["local"] is False
+        assert machine["version"] and time.time() - machine["seen"] < 5
+        assert {"interface": "eth0", "address": lan.hosts[name], "prefix": 24} \
+            in machine["interfaces"], machine["interfaces"]
+    # and its own interfaces, asked over request/reply, are its namespace's: eth0 and lo
+    names = {i["name"] for i in await dashboard.machine("b").interfaces()}
+    assert names == {"lo", "eth0"}
+
+
+async def test_a_round_trip_across_machines(dashboard, lan_fleet):
+    """udp_remote.py's server on machine a, its client on machine b, to a's LAN address."""
+    lan, _ = lan_fleet
+    bus = dashboard.bus
+    with bus.subscribe() as sub:
+        server = await dashboard.start({"machine": "a", "kind": "server",
+                                        "host": lan.hosts["a"], "port": 1060})
+        assert server["id"].startswith("a:server-") and server["machine"] == "a"
+        assert server["local"] == [lan.hosts["a"], 1060] and server["state"] == "running"
+        client = await dashboard.start({"machine": "b", "kind": "client", "host": lan.hosts["a"],
+                                        "port": 1060, "count": 3, "interval": 0.05})
+        assert client["id"].startswith("b:client-")
+        seen = []
+
+        def replies() -> int:
+            events, _ = sub.drain()
+            seen.extend(events)
+            return sum(1 for e in seen if e.type == "reply" and e.worker == client["id"])
+
+        await until(lambda: replies() >= 3, "three replies on machine b")
+    received = [e for e in seen if e.type == "received" and e.worker == server["id"]]
+    assert len(received) == 3 and all(e.machine == "a" for e in received)
+    # the server saw the client's LAN address: they really are two machines
+    assert {e.peer[0] for e in received} == {lan.hosts["b"]}
+    reply = next(e for e in seen if e.type == "reply")
+    assert reply.machine == "b" and reply.peer == (lan.hosts["a"], 1060)
+    assert reply.text == "Your data was 38 bytes long" or reply.text.startswith("Your data was")
+    seqs = [e.seq for e in seen]
+    assert seqs == sorted(seqs), "events from agents are numbered by the dashboard's bus"
+    # the worker and its kept events, asked by fleet-wide id
+    assert (await dashboard.get(client["id"]))["state"] in ("running", "finished")
+    kept = await dashboard.events(client["id"])
+    assert [e["type"] for e in kept].count("reply") == 3
+    assert all(e["machine"] == "b" and e["worker"] == client["id"] for e in kept)
+    stopped = await dashboard.stop(server["id"])
+    assert stopped["state"] == "stopped" and stopped["id"] == server["id"]
+
+
+async def test_events_come_in_batches_not_one_message_per_datagram(dashboard, lan_fleet):
+    lan, _ = lan_fleet
+    machine: RemoteMachine = dashboard.machine("a")
+    await dashboard.start({"machine": "a", "kind": "server", "host": "127.0.0.1",
+                           "port": 1070, "name": "batch-server"})
+    before_events, before_batches = machine.received, machine.batch
+    await dashboard.start({"machine": "a", "kind": "client", "host": "127.0.0.1", "port": 1070,
+                           "count": 200, "interval": 0, "name": "batch-client"})
+    await until(lambda: machine.received - before_events >= 4 * 200, "800 events from a")
+    batches = machine.batch - before_batches
+    assert 1 <= batches <= (machine.received - before_events) / 10, batches
+    assert machine.missed == 0
+
+
+async def test_mistakes_come_back_as_the_engines_errors(dashboard, lan_fleet):
+    lan, _ = lan_fleet
+    with pytest.raises(BadSpec, match="no machine 'z'") as exc:
+        await dashboard.start({"machine": "z", "kind": "server"})
+    assert exc.value.field == "machine"
+    with pytest.raises(BadSpec) as exc:
+        await dashboard.start({"machine": "a", "kind": "server", "port": "no such port!"})
+    assert exc.value.field == "port"
+    await dashboard.start({"machine": "a", "kind": "server", "host": lan.hosts["a"],
+                           "port": 1061, "name": "taken"})
+    with pytest.raises(Conflict, match="already"):
+        await dashboard.start({"machine": "a", "kind": "server", "host": lan.hosts["a"],
+                               "port": 1061})
+    # the agent's own flags bound its workers: only its LAN was allowed (--allow-net)
+    with pytest.raises(Refused):
+        await dashboard.start({"machine": "b", "kind": "client", "host": "192.0.2.1",
+                               "port": 9})
+    with pytest.raises(UnknownWorker):
+        await dashboard.get("a:nobody")
+    with pytest.raises(UnknownWorker):
+        await dashboard.get("z:nobody")
+    with pytest.raises(Unreachable, match="not connected"):
+        await RemoteMachine("c", dashboard.connection.nc, dashboard.bus).get("server-1")
+
+
+def test_wrong_or_borrowed_credentials_end_the_agent_with_one_line(lan_fleet, tmp_path):
+    lan, server = lan_fleet
+    # c's own name with b's file: refused before connecting
+    agent = lan.agent(server, "c", creds="b", wait=False)
+    assert agent.proc.wait(timeout=20) != 0
+    assert "holds the credentials of 'b', not of 'c'" in agent.stderr()
+    # a wrong secret: nats-server refuses it
+    wrong = server.dir / "wrong.creds"
+    creds = server.creds("c")
+    wrong.write_text(creds.to_json().replace(creds.password, creds.password[:-2] + "zz"))
+    (server.dir / "c.creds").rename(server.dir / "c-good.creds")
+    try:
+        wrong.rename(server.dir / "c.creds")
+        agent = lan.agent(server, "c", wait=False)
+        assert agent.proc.wait(timeout=20) != 0
+    finally:
+        (server.dir / "c-good.creds").replace(server.dir / "c.creds")
+    err = agent.stderr()
+    assert "refused the credentials of 'c'" in err and "Authorization Violation" in err
+    for text in (err, lan.agents[-2].stderr()):
+        assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+
+
+async def test_a_killed_agent_is_lost_then_up_again_when_it_returns(dashboard, lan_fleet):
+    lan, server = lan_fleet
+    agent = lan.agent(server, "c")
+    await until(lambda: "c" in dashboard.machines, "a hello from c")
+    worker = await dashboard.start({"machine": "c", "kind": "server", "host": lan.hosts["c"],
+                                    "port": 1062})
+    assert [m["state"] for m in dashboard.status() if m["name"] == "c"] == ["up"]
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait(timeout=5)
+    killed = time.monotonic()
+    await until(lambda: dashboard.machine("c").status()["state"] == "lost", "c lost",
+                timeout=15)
+    assert 8 < time.monotonic() - killed < 15
+    lost = [w for w in await dashboard.workers() if w["id"] == worker["id"]]
+    assert lost and lost[0]["state"] == "lost"  # not `running`: nobody knows
+    with pytest.raises(Unreachable):
+        await dashboard.get(worker["id"])
+    lan.agent(server, "c")
+    await until(lambda: dashboard.machine("c").status()["state"] == "up", "c up again",
+                timeout=10)
+    assert await dashboard.machine("c").workers() == []  # a new run: its old workers died
