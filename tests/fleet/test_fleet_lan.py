@@ -178,3 +178,24 @@ async def test_a_killed_agent_is_lost_then_up_again_when_it_returns(dashboard, l
     await until(lambda: dashboard.machine("c").status()["state"] == "up", "c up again",
                 timeout=10)
     assert await dashboard.machine("c").workers() == []  # a new run: its old workers died
+
+
+async def test_sigterm_stops_an_agent_and_its_workers(dashboard, lan_fleet):
+    lan, server = lan_fleet
+    for old in [a for a in lan.agents if a.name == "c"]:
+        old.stop()
+    agent = lan.agent(server, "c")
+    await until(lambda: "c" in dashboard.machines
+                and dashboard.machine("c").boot is not None
+                and dashboard.machine("c").status()["state"] == "up", "c up")
+    await dashboard.start({"machine": "c", "kind": "server", "host": lan.hosts["c"],
+                           "port": 1063})
+    with dashboard.bus.subscribe() as sub:
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(timeout=10) == 0
+        await asyncio.sleep(0.3)
+        events, _ = sub.drain()
+    err = agent.stderr()
+    assert "stopped: every worker's socket is closed" in err and "Traceback" not in err, err
+    # its last batch said so before it left
+    assert any(e.type == "stopped" and e.worker.startswith("c:server-") for e in events)

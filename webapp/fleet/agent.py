@@ -108,15 +108,25 @@ class Agent:
         sub = self._subscription
         while True:
             await sub.wait()
-            events, dropped = sub.drain()
-            for start in range(0, max(len(events), 1), BATCH_EVENTS):
-                self.batches += 1
-                await self.nc.publish(subject(self.name, "events"), wire.dumps({
-                    "machine": self.name, "boot": self.boot, "seq": self.batches,
-                    "dropped": dropped if start == 0 else 0,
-                    "events": [e.to_dict() for e in events[start:start + BATCH_EVENTS]],
-                }))
+            await self.publish_pending()
             await asyncio.sleep(self.flush_every)  # what comes meanwhile goes in the next one
+
+    async def publish_pending(self) -> None:
+        """Publish what the workers said since the last batch (one message, or a few if
+        there is a lot)."""
+        events, dropped = self._subscription.drain()
+        for start in range(0, max(len(events), 1), BATCH_EVENTS):
+            self.batches += 1
+            await self.nc.publish(subject(self.name, "events"), wire.dumps({
+                "machine": self.name, "boot": self.boot, "seq": self.batches,
+                "dropped": dropped if start == 0 else 0,
+                "events": [e.to_dict() for e in events[start:start + BATCH_EVENTS]],
+            }))
+
+    async def finish(self) -> None:
+        """After its workers stopped: send their last events, and make sure they left."""
+        await self.publish_pending()
+        await self.nc.flush(timeout=2)
 
     async def _beat(self) -> None:
         while True:

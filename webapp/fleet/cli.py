@@ -167,9 +167,15 @@ async def _run_agent(args: argparse.Namespace, creds: Creds, url: str) -> int:
             waiting = asyncio.ensure_future(stop.wait())
             await asyncio.wait([serving, waiting, connection.refused],
                                return_when=asyncio.FIRST_COMPLETED)
-            serving.cancel()
             waiting.cancel()
+            await supervisor.stop_all()
+            serving.cancel()
             await asyncio.wait([serving])
+            if nc.is_connected:
+                try:
+                    await agent.finish()  # the `stopped` events reach the dashboard
+                except Exception:  # nats-server gone meanwhile: nothing more to say
+                    pass
             if connection.refused.done():
                 await connection.check_refused(0)
             if serving.done() and not serving.cancelled() and serving.exception():

@@ -6,16 +6,18 @@ The web layer asks the fleet, never NATS: a spec's `machine` picks where a worke
 """
 
 import logging
-from typing import Any
-
-from nats.aio.msg import Msg
+from typing import TYPE_CHECKING, Any
 
 from webapp.engine import BadSpec, EventBus, UnknownWorker
 from webapp.fleet import wire
 from webapp.fleet.config import APP, FleetError, check_machine, subject
-from webapp.fleet.connection import Connection
 from webapp.fleet.machine import LocalMachine, Machine
-from webapp.fleet.remote import LOST_AFTER, RemoteMachine, decode
+from webapp.fleet.remote import LOST_AFTER, RemoteMachine, Unreachable, decode
+
+if TYPE_CHECKING:  # the dashboard without --nats never loads the NATS client
+    from nats.aio.msg import Msg
+
+    from webapp.fleet.connection import Connection
 
 log = logging.getLogger("udplab.fleet")
 
@@ -30,7 +32,7 @@ class Fleet:
         self.machines: dict[str, Machine] = {local.name: local}
         self.connection: Connection | None = None
 
-    async def join(self, connection: Connection) -> None:
+    async def join(self, connection: "Connection") -> None:
         """Listen to every agent's hellos and events on an open connection."""
         self.connection = connection
         nc = connection.nc
@@ -39,7 +41,7 @@ class Fleet:
         await nc.flush()
         await connection.check_refused()
 
-    def _remote(self, msg: Msg) -> RemoteMachine | None:
+    def _remote(self, msg: "Msg") -> RemoteMachine | None:
         # The subject is what nats-server let the sender publish on: it names the machine,
         # whatever the body says.
         parts = msg.subject.split(".")
@@ -57,12 +59,12 @@ class Fleet:
             log.info("machine %s joined the fleet", name)
         return machine if isinstance(machine, RemoteMachine) else None
 
-    async def _hello(self, msg: Msg) -> None:
+    async def _hello(self, msg: "Msg") -> None:
         machine, body = self._remote(msg), decode(msg.data)
         if machine is not None and body is not None:
             machine.receive_hello(body)
 
-    async def _events(self, msg: Msg) -> None:
+    async def _events(self, msg: "Msg") -> None:
         machine, body = self._remote(msg), decode(msg.data)
         if machine is not None and body is not None:
             machine.receive_events(body)
@@ -120,7 +122,7 @@ class Fleet:
         for machine in list(self.machines.values()):
             try:
                 workers = await machine.workers()
-            except wire.ERRORS["EngineError"]:
+            except Unreachable:
                 continue  # it went silent between its hello and now: it is lost
             out.extend(dict(w, machine=machine.name) for w in workers)
         return out

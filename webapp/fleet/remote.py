@@ -7,15 +7,14 @@ enter the dashboard's own bus, so history, streams and sampling see them like lo
 
 import json
 import time
-from typing import Any
-
-import nats
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
+from typing import TYPE_CHECKING, Any
 
 from webapp.engine import EngineError, EventBus
 from webapp.fleet import wire
 from webapp.fleet.config import subject
+
+if TYPE_CHECKING:  # the dashboard without --nats never loads the NATS client
+    import nats
 
 LOST_AFTER = 10.0  # seconds of silence before a machine is `lost`
 REQUEST_TIMEOUT = 5.0  # seconds an agent gets to answer a command
@@ -32,7 +31,7 @@ class RemoteMachine:
 
     local = False
 
-    def __init__(self, name: str, nc: nats.NATS, bus: EventBus, *,
+    def __init__(self, name: str, nc: "nats.NATS", bus: EventBus, *,
                  lost_after: float = LOST_AFTER, timeout: float = REQUEST_TIMEOUT):
         self.name = name
         self.nc = nc
@@ -103,6 +102,9 @@ class RemoteMachine:
 
     async def request(self, verb: str, **args: Any) -> Any:
         """Ask the agent; its answer, or its engine error raised here, or `Unreachable`."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+
         try:
             msg = await self.nc.request(subject(self.name, "cmd", verb), wire.dumps(args),
                                         timeout=self.timeout)
