@@ -184,3 +184,35 @@ async def _run_agent(args: argparse.Namespace, creds: Creds, url: str) -> int:
         await connection.close()
     say("stopped: every worker's socket is closed")
     return 0
+
+
+def check_dashboard(url: str | None, creds_path: Path | None, timeout: float = 5.0) -> str | None:
+    """Before the dashboard starts with --nats: can it join? None if so, else why not (one
+    line), so that a wrong secret is a plain message rather than a failed start-up."""
+    if not url or not creds_path:
+        return "joining a fleet needs both --nats URL and --creds FILE (dashboard.creds)"
+    try:
+        creds = Creds.load(creds_path)
+    except FleetError as exc:
+        return str(exc)
+    if creds.machine is not None:
+        return (f"{creds_path} holds the credentials of machine {creds.user!r}: the dashboard "
+                "needs dashboard.creds from fleet init")
+
+    async def attempt() -> str | None:
+        from webapp.fleet.connection import Connection
+
+        connection = Connection(url, creds, name="udplab-dashboard-check")
+        try:
+            async with asyncio.timeout(timeout):
+                await connection.open()
+        except FleetError as exc:
+            return str(exc)
+        except TimeoutError:
+            return (f"nats-server at {url} does not answer: start it there "
+                    "(nats-server -c nats-server.conf), or check --nats")
+        finally:
+            await connection.close()
+        return None
+
+    return asyncio.run(attempt())

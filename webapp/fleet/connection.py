@@ -54,7 +54,11 @@ class Connection:
             reconnected_cb=self._reconnected, allow_reconnect=True, max_reconnect_attempts=-1,
             reconnect_time_wait=1, connect_timeout=3, ping_interval=5,
             max_outstanding_pings=2, **options))
-        await asyncio.wait([connecting, self.refused], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait([connecting, self.refused], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # given up on (a timeout): stop trying, too
+            connecting.cancel()
+            raise
         if self.refused.done():
             connecting.cancel()
             await asyncio.wait([connecting])

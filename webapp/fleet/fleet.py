@@ -6,11 +6,13 @@ The web layer asks the fleet, never NATS: a spec's `machine` picks where a worke
 """
 
 import logging
-from typing import TYPE_CHECKING, Any
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from webapp.engine import BadSpec, EventBus, UnknownWorker
+from webapp.engine import BadSpec, EventBus, Supervisor, UnknownWorker
 from webapp.fleet import wire
-from webapp.fleet.config import APP, FleetError, check_machine, subject
+from webapp.fleet.config import APP, Creds, FleetError, check_machine, subject
 from webapp.fleet.machine import LocalMachine, Machine
 from webapp.fleet.remote import LOST_AFTER, RemoteMachine, Unreachable, decode
 
@@ -100,26 +102,33 @@ class Fleet:
         worker = await machine.start(spec)
         return dict(worker, machine=machine.name)
 
-    async def stop(self, worker_id: str) -> dict[str, Any]:
+    async def call(self, worker_id: str, method: str, *args: Any) -> Any:
+        """Call a `Machine` method for a worker, on the machine that worker lives on."""
         machine, local_id = self.locate(worker_id)
-        return dict(await machine.stop(local_id), machine=machine.name)
+        result = await getattr(machine, method)(local_id, *args)
+        if isinstance(result, dict) and "id" in result:
+            result = dict(result, machine=machine.name)
+        return result
+
+    async def stop(self, worker_id: str) -> dict[str, Any]:
+        return await self.call(worker_id, "stop")
 
     async def remove(self, worker_id: str) -> dict[str, Any]:
-        machine, local_id = self.locate(worker_id)
-        return dict(await machine.remove(local_id), machine=machine.name)
+        return await self.call(worker_id, "remove")
 
     async def get(self, worker_id: str) -> dict[str, Any]:
-        machine, local_id = self.locate(worker_id)
-        return dict(await machine.get(local_id), machine=machine.name)
+        return await self.call(worker_id, "get")
 
     async def events(self, worker_id: str) -> list[dict[str, Any]]:
-        machine, local_id = self.locate(worker_id)
-        return await machine.events(local_id)
+        return await self.call(worker_id, "events")
 
-    async def workers(self) -> list[dict[str, Any]]:
-        """Every worker of every machine that answers (a lost one's from memory)."""
+    async def workers(self, *, local: bool = True) -> list[dict[str, Any]]:
+        """Every worker of every machine that answers (a lost one's from memory); only the
+        other machines' with `local=False`."""
         out = []
         for machine in list(self.machines.values()):
+            if machine is self.local and not local:
+                continue
             try:
                 workers = await machine.workers()
             except Unreachable:
@@ -135,3 +144,31 @@ class Fleet:
         """Leave the fleet (the local machine's workers are the supervisor's to stop)."""
         if self.connection is not None:
             await self.connection.close()
+
+
+@asynccontextmanager
+async def running(supervisor: Supervisor, url: str | None = None,
+                  creds: Path | None = None) -> AsyncIterator[Fleet]:
+    """The fleet of an app: just the local machine, or (with `url` and `creds`) joined to
+    nats-server so that every agent's machine is in it too. `FleetError` if refused."""
+    fleet = Fleet(LocalMachine(supervisor))
+    if url is None and creds is None:
+        yield fleet
+        return
+    if url is None or creds is None:
+        raise FleetError("joining a fleet needs both --nats URL and --creds FILE")
+    from webapp.fleet.connection import Connection
+
+    loaded = Creds.load(creds)
+    if loaded.machine is not None:
+        raise FleetError(f"{creds} holds the credentials of machine {loaded.user!r}: the "
+                         "dashboard needs dashboard.creds from fleet init")
+    connection = Connection(url, loaded, name="udplab-dashboard",
+                            say=lambda line: log.warning("%s", line))
+    await connection.open()
+    try:
+        await fleet.join(connection)
+        log.info("joined the fleet at %s", url)
+        yield fleet
+    finally:
+        await fleet.close()

@@ -45,6 +45,8 @@ class Settings:
     history_events: int = 10_000  # events kept per worker in the history (the newest)
     events_per_second: int = 1000  # datagrams each worker shows one by one a second; 0 = all
     max_token_failures: int = 5  # wrong tokens per client address per minute before refusing
+    nats_url: str | None = None  # --nats: join a fleet of lab machines (several machines)
+    nats_creds: Path | None = None  # --creds: the dashboard's credentials from fleet init
 
     @property
     def cookie_name(self) -> str:
