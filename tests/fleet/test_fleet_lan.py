@@ -3,6 +3,7 @@ this test made, driven from an in-process `Fleet` (the dashboard's side) over na
 
 import asyncio
 import signal
+import subprocess
 import time
 
 import pytest
@@ -199,3 +200,49 @@ async def test_sigterm_stops_an_agent_and_its_workers(dashboard, lan_fleet):
     assert "stopped: every worker's socket is closed" in err and "Traceback" not in err, err
     # its last batch said so before it left
     assert any(e.type == "stopped" and e.worker.startswith("c:server-") for e in events)
+
+
+async def test_a_cut_cable_makes_a_machine_lost_and_its_workers_are_adopted_back(
+        dashboard, lan_fleet):
+    """The agent keeps running while its machine is cut off; when it is back, so is its
+    still-running worker."""
+    lan, _ = lan_fleet
+    server = await dashboard.start({"machine": "b", "kind": "server", "host": lan.hosts["b"],
+                                    "port": 1064})
+    machine = dashboard.machine("b")
+    try:
+        subprocess.run(["ip", "-n", lan.ns("b"), "link", "set", "eth0", "down"], check=True,
+                       timeout=10)
+        await until(lambda: machine.state == "lost", "b lost", timeout=15)
+        assert [w["state"] for w in await dashboard.workers()
+                if w["id"] == server["id"]] == ["lost"]
+    finally:
+        subprocess.run(["ip", "-n", lan.ns("b"), "link", "set", "eth0", "up"], check=True,
+                       timeout=10)
+    await until(lambda: machine.state == "up", "b up again", timeout=20)
+    adopted = [w for w in await dashboard.workers() if w["id"] == server["id"]]
+    assert adopted and adopted[0]["state"] == "running", adopted
+    assert (await dashboard.stop(server["id"]))["state"] == "stopped"
+
+
+async def test_agents_and_dashboard_reconnect_after_nats_server_restarts(dashboard, lan_fleet):
+    lan, server = lan_fleet
+    machine = dashboard.machine("a")
+    boot = machine.boot
+    server.stop()
+    server.start()
+    # commands work again once both sides are back (each retries every second)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            workers = await machine.workers()
+            break
+        except Unreachable:
+            assert time.monotonic() < deadline, "a never answered after the restart"
+            await asyncio.sleep(0.5)
+    assert isinstance(workers, list)
+    seen = machine.seen
+    await until(lambda: machine.seen > seen + 1, "a hello after the restart")
+    assert machine.boot == boot and machine.state == "up"  # the same run of the agent
+    logged = [a.stderr() for a in lan.agents if a.name == "a"][-1]
+    assert "reconnecting" in logged and "connected again" in logged, logged
