@@ -92,6 +92,12 @@ def make_fleet(directory: Path, host: str, machines: list[str]) -> NatsServer:
 
 
 @pytest.fixture
+def new_fleet():
+    """`make_fleet` (helpers come as fixtures: several folders have a `conftest` module)."""
+    return make_fleet
+
+
+@pytest.fixture
 def nats_loopback(tmp_path):
     """nats-server on 127.0.0.1 with a fleet of machines a, b and c."""
     server = make_fleet(tmp_path / "fleet", "127.0.0.1", ["a", "b", "c"]).start()

@@ -160,3 +160,35 @@ async def test_a_wrong_password_is_refused_at_once(nats_loopback):
         await connection.check_refused(0.1)
     finally:
         await connection.close()
+
+
+async def test_a_tls_fleet_trusts_the_certificate_fleet_init_put_in_the_credentials(
+        tmp_path, new_fleet):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=30)
+    server = new_fleet(tmp_path / "f", "127.0.0.1", ["a"])
+    config.init(server.dir, ["a"], listen=f"127.0.0.1:{server.port}", tls_cert=str(cert),
+                tls_key=str(key))
+    server.start()
+    try:
+        creds = server.creds("a")
+        assert creds.url.startswith("tls://") and "BEGIN CERTIFICATE" in creds.tls_cert
+        connection = Connection(creds.url, creds, name="tls test")
+        nc = await connection.open()
+        assert nc.is_connected and nc.connected_url.scheme == "tls"
+        await connection.close()
+        # without the certificate it is one plain line, not a retry for ever
+        bare = config.Creds(user="a", password=creds.password, url=creds.url)
+        async with asyncio.timeout(10):
+            with pytest.raises(FleetError, match="TLS certificate is not trusted here: "
+                                                 "self.signed certificate; pass --tls-ca"):
+                await Connection(creds.url, bare, name="tls test").open()
+        # and a plain nats:// URL to it is upgraded, with the same trust
+        connection = Connection(creds.url.replace("tls://", "nats://"), creds, name="tls")
+        assert (await connection.open()).is_connected
+        await connection.close()
+    finally:
+        server.stop()

@@ -41,11 +41,13 @@ def subject(machine: str, *parts: str) -> str:
 
 @dataclass(frozen=True)
 class Creds:
-    """What one user of nats-server needs: its user name, its secret, and the URL."""
+    """What one user of nats-server needs: its user name, its secret, the URL, and (for a
+    TLS fleet) the server's certificate to trust, so a self-signed one needs no CA flag."""
 
     user: str
     password: str
     url: str = ""
+    tls_cert: str = ""  # PEM
 
     @property
     def machine(self) -> str | None:
@@ -53,7 +55,9 @@ class Creds:
         return None if self.user == DASHBOARD else self.user
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "prefix": subject(self.user)}, indent=2) + "\n"
+        """The file's text: JSON with the user, password, URL and subject prefix."""
+        fields = {k: v for k, v in asdict(self).items() if v != "" or k != "tls_cert"}
+        return json.dumps({**fields, "prefix": subject(self.user)}, indent=2) + "\n"
 
     @classmethod
     def load(cls, path: Path) -> "Creds":
@@ -61,7 +65,7 @@ class Creds:
         try:
             raw = json.loads(Path(path).read_text())
             return cls(user=str(raw["user"]), password=str(raw["password"]),
-                       url=str(raw.get("url", "")))
+                       url=str(raw.get("url", "")), tls_cert=str(raw.get("tls_cert", "")))
         except OSError as exc:
             raise FleetError(f"cannot read the credentials file {path}: {exc.strerror}") \
                 from None
@@ -148,7 +152,8 @@ def init(directory: Path, machines: list[str], *, listen: str = DEFAULT_LISTEN,
     shown = url_host or (host if host not in ("0.0.0.0", "::") else "NATS-HOST")
     scheme = "tls" if tls_cert else "nats"
     url = f"{scheme}://{shown}:{port}"
-    users = [Creds(user, secrets.token_urlsafe(24), url) for user in (DASHBOARD, *names)]
+    pem = Path(tls_cert).read_text() if tls_cert else ""
+    users = [Creds(user, secrets.token_urlsafe(24), url, pem) for user in (DASHBOARD, *names)]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = {}

@@ -1,6 +1,7 @@
 """A NATS connection with the fleet's credentials, for the agent and the dashboard alike."""
 
 import asyncio
+import ssl
 from typing import Any, Callable
 
 import nats
@@ -11,8 +12,8 @@ from webapp.fleet.config import Creds, FleetError
 class Connection:
     """One NATS connection with the fleet's credentials, and what nats-server refused on it.
 
-    `open()` raises `FleetError` at once when the credentials are refused (rather than
-    retrying for ever), waits for a server that is not up yet, and reconnects by itself
+    `open()` raises `FleetError` at once when the credentials are refused or the server's
+    TLS certificate is not trusted (rather than retrying for ever), waits for a server that is not up yet, and reconnects by itself
     afterwards; `say` gets one line per disconnect and reconnect."""
 
     def __init__(self, url: str, creds: Creds, *, name: str,
@@ -29,10 +30,16 @@ class Connection:
     async def _error(self, exc: Exception) -> None:
         text = str(exc).lower()
         if "authorization violation" in text or "permissions violation" in text:
-            if not self.refused.done():
-                self.refused.set_result(str(exc).removeprefix("nats: ").strip("'"))
+            self._refuse(str(exc).removeprefix("nats: ").strip("'"))
+        elif isinstance(exc, ssl.SSLCertVerificationError):
+            self._refuse(f"its TLS certificate is not trusted here: {exc.verify_message}; "
+                         "pass --tls-ca with the certificate of the CA that signed it")
         elif not isinstance(exc, OSError):  # refused TCP connections: reconnecting says it
             self.say(f"NATS: {exc}")
+
+    def _refuse(self, why: str) -> None:
+        if not self.refused.done():
+            self.refused.set_result(why)
 
     async def _disconnected(self) -> None:
         if not self.closing:
@@ -41,13 +48,21 @@ class Connection:
     async def _reconnected(self) -> None:
         self.say(f"connected again to nats-server at {self.url}")
 
+    def _tls(self) -> ssl.SSLContext:
+        """Trust --tls-ca if given, else the certificate fleet init put in the credentials
+        (a self-signed one, or a CA's leaf: partial chains are accepted), else the system's."""
+        if self.tls_ca or not self.creds.tls_cert:
+            return ssl.create_default_context(cafile=self.tls_ca)
+        context = ssl.create_default_context(cadata=self.creds.tls_cert)
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return context
+
     async def open(self) -> nats.NATS:
         """Connect; `FleetError` if nats-server refuses these credentials."""
         self.refused = asyncio.get_running_loop().create_future()
         options: dict[str, Any] = {}
-        if self.url.startswith("tls://") or self.tls_ca:
-            import ssl
-            options["tls"] = ssl.create_default_context(cafile=self.tls_ca)
+        if self.url.startswith("tls://") or self.tls_ca or self.creds.tls_cert:
+            options["tls"] = self._tls()
         connecting = asyncio.ensure_future(nats.connect(
             self.url, user=self.creds.user, password=self.creds.password, name=self.name,
             error_cb=self._error, disconnected_cb=self._disconnected,
@@ -64,10 +79,13 @@ class Connection:
             await asyncio.wait([connecting])
             if not connecting.cancelled() and connecting.exception() is None:
                 await connecting.result().close()
+            why = self.refused.result()
+            if "TLS" in why:
+                raise FleetError(f"cannot connect to nats-server at {self.url}: {why}")
             raise FleetError(
                 f"nats-server at {self.url} refused the credentials of {self.creds.user!r} "
-                f"({self.refused.result()}): check the .creds file, or run 'udplab fleet "
-                "init' again and copy the new one")
+                f"({why}): check the .creds file, or run 'udplab fleet init' again and copy "
+                "the new one")
         self.nc = connecting.result()
         return self.nc
 
