@@ -165,12 +165,22 @@ async def test_a_killed_agent_is_lost_then_up_again_when_it_returns(dashboard, l
     worker = await dashboard.start({"machine": "c", "kind": "server", "host": lan.hosts["c"],
                                     "port": 1062})
     assert [m["state"] for m in dashboard.status() if m["name"] == "c"] == ["up"]
+    sub = dashboard.bus.subscribe()
     agent.proc.send_signal(signal.SIGKILL)
     agent.proc.wait(timeout=5)
     killed = time.monotonic()
     await until(lambda: dashboard.machine("c").status()["state"] == "lost", "c lost",
                 timeout=15)
     assert 8 < time.monotonic() - killed < 15
+    said = []
+
+    def heard(count: int) -> bool:
+        said.extend(e for e in sub.drain()[0] if e.type == "machine")
+        return len(said) >= count
+
+    await until(lambda: heard(1), "the log saying c is lost", timeout=3)
+    assert [(e.machine, e.state) for e in said] == [("c", "lost")]
+    assert "Machine c is lost" in said[0].message and said[0].to_dict()["machine"] == "c"
     lost = [w for w in await dashboard.workers() if w["id"] == worker["id"]]
     assert lost and lost[0]["state"] == "lost"  # not `running`: nobody knows
     with pytest.raises(Unreachable):
@@ -178,6 +188,9 @@ async def test_a_killed_agent_is_lost_then_up_again_when_it_returns(dashboard, l
     lan.agent(server, "c")
     await until(lambda: dashboard.machine("c").status()["state"] == "up", "c up again",
                 timeout=10)
+    await until(lambda: heard(2), "the log saying c is up", timeout=3)
+    sub.close()
+    assert [(e.machine, e.state) for e in said] == [("c", "lost"), ("c", "up")]
     assert await dashboard.machine("c").workers() == []  # a new run: its old workers died
 
 

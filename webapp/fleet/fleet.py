@@ -5,7 +5,9 @@ The web layer asks the fleet, never NATS: a spec's `machine` picks where a worke
 `client-1` on machine b; an id without a machine is local).
 """
 
+import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -33,6 +35,8 @@ class Fleet:
         self.lost_after = lost_after
         self.machines: dict[str, Machine] = {local.name: local}
         self.connection: Connection | None = None
+        self._states: dict[str, str] = {}  # what the log last said of each machine
+        self._watch: asyncio.Task | None = None
 
     async def join(self, connection: "Connection") -> None:
         """Listen to every agent's hellos and events on an open connection."""
@@ -42,6 +46,30 @@ class Fleet:
         await nc.subscribe(subject("*", "events"), cb=self._events)
         await nc.flush()
         await connection.check_refused()
+        self._watch = asyncio.create_task(self._watch_machines(), name="fleet watch")
+
+    async def _watch_machines(self, every: float = 1.0) -> None:
+        """Say in the log when a machine goes silent or comes back (its state itself is
+        computed whenever asked, from when it was last heard)."""
+        while True:
+            await asyncio.sleep(every)
+            self.note_changes()
+
+    def note_changes(self) -> None:
+        """Publish a `machine` event for each machine whose state changed since last time."""
+        for name, machine in list(self.machines.items()):
+            state = machine.status()["state"]
+            if self._states.get(name) == state:
+                continue
+            self._states[name] = state
+            if state == "lost":
+                message = (f"Machine {name} is lost: nothing heard from it for "
+                           f"{self.lost_after:g} s; its workers' state is unknown")
+            else:
+                message = f"Machine {name} is up"
+            self.bus.publish(wire.MachineChanged(seq=self.bus.next_seq(), time=time.time(),
+                                                 worker=name, message=message,
+                                                 machine=name, state=state))
 
     def _remote(self, msg: "Msg") -> RemoteMachine | None:
         # The subject is what nats-server let the sender publish on: it names the machine,
@@ -59,12 +87,14 @@ class Fleet:
             machine = self.machines[name] = RemoteMachine(
                 name, self.connection.nc, self.bus, lost_after=self.lost_after)
             log.info("machine %s joined the fleet", name)
+            self._states[name] = "lost"  # so that its first hello says it is up
         return machine if isinstance(machine, RemoteMachine) else None
 
     async def _hello(self, msg: "Msg") -> None:
         machine, body = self._remote(msg), decode(msg.data)
         if machine is not None and body is not None:
             machine.receive_hello(body)
+            self.note_changes()  # back at once, not at the next watch
 
     async def _events(self, msg: "Msg") -> None:
         machine, body = self._remote(msg), decode(msg.data)
@@ -142,6 +172,9 @@ class Fleet:
 
     async def close(self) -> None:
         """Leave the fleet (the local machine's workers are the supervisor's to stop)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.wait([self._watch])
         if self.connection is not None:
             await self.connection.close()
 

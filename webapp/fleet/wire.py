@@ -96,6 +96,15 @@ class RemoteNote(Event):
     original: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MachineChanged(Event):
+    """A machine of the fleet joined, went silent (`lost`) or came back (`up`)."""
+
+    type = "machine"
+    machine: str
+    state: str
+
+
 def _pick(kind: str, raw: dict) -> type[Event] | None:
     candidates = _BY_TYPE.get(kind)
     if not candidates:
