@@ -259,3 +259,41 @@ async def test_agents_and_dashboard_reconnect_after_nats_server_restarts(dashboa
     assert machine.boot == boot and machine.state == "up"  # the same run of the agent
     logged = [a.stderr() for a in lan.agents if a.name == "a"][-1]
     assert "reconnecting" in logged and "connected again" in logged, logged
+
+
+async def test_an_impostor_on_one_machine_fools_a_client_on_another(dashboard, lan_fleet):
+    """The book's unwelcome reply across machines: the server on a is paused, the
+    promiscuous client on b waits, and an impostor on a (not the server's port) answers."""
+    lan, _ = lan_fleet
+    server = await dashboard.start({"machine": "a", "kind": "server", "host": lan.hosts["a"],
+                                    "port": 1066})
+    await dashboard.call(server["id"], "pause")
+    with dashboard.bus.subscribe() as sub:
+        client = await dashboard.start({"machine": "b", "kind": "client",
+                                        "host": lan.hosts["a"], "port": 1066,
+                                        "mode": "promiscuous", "timeout": 5.0,
+                                        "give_up_after": 5.0})
+        seen = []
+
+        def saw(kind: str) -> bool:
+            seen.extend(sub.drain()[0])
+            return any(e.type == kind and e.worker == client["id"] for e in seen)
+
+        await until(lambda: saw("waiting"), "the client on b to wait")
+        impostor = await dashboard.start({"machine": "a", "kind": "spoofer",
+                                          "target": client["id"]})
+        assert impostor["id"].startswith("a:spoofer-")
+        assert impostor["target"] == [lan.hosts["b"], client_port(await dashboard.get(
+            client["id"]))]
+        await until(lambda: saw("reply"), "the impostor's FAKE on b")
+    reply = next(e for e in seen if e.type == "reply" and e.worker == client["id"])
+    assert reply.text == "FAKE" and reply.expected is False and reply.machine == "b"
+    assert reply.peer[0] == lan.hosts["a"] and reply.peer[1] != 1066
+    with pytest.raises(BadSpec, match="Forging works only beside the client"):
+        await dashboard.start({"machine": "a", "kind": "spoofer", "target": client["id"],
+                               "forge": True})
+    await dashboard.stop(server["id"])
+
+
+def client_port(client: dict) -> int:
+    return client["local"][1]

@@ -107,6 +107,17 @@ def test_mistakes_about_machines_are_plain_answers(dashboard):
         assert http.get("/api/workers/nowhere:server-1").status_code == 404
         bad = http.post("/api/workers", json={"machine": "a", "kind": "server", "port": -1})
         assert bad.status_code == 422 and bad.json()["field"] == "port"
+        # an impostor here aimed at a client on b: this dashboard's own policy (loopback
+        # only) refuses the lab's network, as it would any other
+        wait_for(lambda: "b" in machines(http), "b")
+        client = http.post("/api/workers", json={"machine": "b", "kind": "client",
+                                                 "host": "127.0.0.1", "port": 9,
+                                                 "timeout": 3, "give_up_after": 3}).json()
+        wait_for(lambda: http.get(f"/api/workers/{client['id']}").json()["local"], "b bound")
+        refused = http.post("/api/workers", json={"kind": "spoofer", "target": client["id"]})
+        assert refused.status_code == 403, refused.text
+        assert http.post("/api/workers", json={"kind": "spoofer",
+                                               "target": "b:nobody"}).status_code == 404
 
 
 def test_the_dashboard_refuses_an_agents_or_a_wrong_secret_in_one_line(lan_fleet, tmp_path):

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from webapp.engine import BadSpec, EventBus, Supervisor, UnknownWorker
+from webapp.engine import BadSpec, Conflict, EventBus, Supervisor, UnknownWorker
 from webapp.fleet import wire
 from webapp.fleet.config import APP, Creds, FleetError, check_machine, subject
 from webapp.fleet.machine import LocalMachine, Machine
@@ -129,8 +129,44 @@ class Fleet:
             raise BadSpec("A worker spec must be a JSON object with a 'kind'")
         spec = dict(spec)
         machine = self.machine(spec.pop("machine", None))
-        worker = await machine.start(spec)
+        worker = await machine.start(await self._aim(machine, spec))
         return dict(worker, machine=machine.name)
+
+    async def _aim(self, machine: Machine, spec: dict[str, Any]) -> dict[str, Any]:
+        """An impostor's `target` names a client by its fleet-wide id: on the impostor's own
+        machine the engine aims at it; on another, aim at that client's address there."""
+        target = spec.get("target")
+        if spec.get("kind") != "spoofer" or not isinstance(target, str) \
+                or wire.SEP not in target:
+            return spec
+        where, client_id = self.locate(target)
+        if where is machine:
+            return {**spec, "target": client_id}
+        if spec.get("forge"):
+            raise BadSpec("Forging works only beside the client, on its own machine: put the "
+                          f"impostor on {where.name}, or leave forge off", field="forge")
+        client = await where.get(client_id)
+        if client["kind"] != "client":
+            raise BadSpec(f"{target} is a {client['kind']}, not a client to fool",
+                          field="target")
+        if not client["local"] or client["state"] not in ("running", "paused"):
+            raise Conflict(f"Client {target} has no address to aim at yet (it has not sent "
+                           "anything, or it has ended): start it, then the impostor",
+                           field="target")
+        host, port = client["local"]
+        if host in ("0.0.0.0", "::", ""):
+            host = self._address_of(where)
+        rest = {k: v for k, v in spec.items() if k != "target"}
+        return {**rest, "host": host, "port": port}
+
+    @staticmethod
+    def _address_of(machine: Machine) -> str:
+        """The machine's first IPv4 address that another machine can reach."""
+        for address in machine.status()["interfaces"]:
+            if "." in address["address"] and not address["address"].startswith("127."):
+                return address["address"]
+        raise Conflict(f"Machine {machine.name} has no address another machine can reach",
+                       field="target")
 
     async def call(self, worker_id: str, method: str, *args: Any) -> Any:
         """Call a `Machine` method for a worker, on the machine that worker lives on."""

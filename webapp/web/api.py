@@ -119,8 +119,9 @@ async def start_worker(request: Request, supervisor: SupervisorDep,
     """Start a worker from a spec; 422 names a bad field, 409 a taken address or name.
     `machine` starts it on another machine of the fleet."""
     raw = await _json_body(request)
-    if isinstance(raw, dict) and "machine" in raw:
-        if fleet.machine(raw["machine"]) is not fleet.local:
+    if isinstance(raw, dict) and ("machine" in raw or SEP in str(raw.get("target", ""))):
+        if fleet.machine(raw.get("machine")) is not fleet.local \
+                or SEP in str(raw.get("target", "")):
             return await fleet.start(raw)
         raw = {k: v for k, v in raw.items() if k != "machine"}
     worker = await supervisor.start(raw)
