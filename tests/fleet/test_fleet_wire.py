@@ -69,10 +69,17 @@ async def test_a_batch_enters_the_bus_numbered_here_and_gaps_are_counted():
         machine.receive_events({"boot": "x", "seq": 5, "events": [raw, raw]})
         machine.receive_events({"boot": "x", "seq": 8, "events": [raw]})
         events, _ = sub.drain()
-    assert [e.seq for e in events] == [3, 4, 5] and all(e.machine == "b" for e in events)
+    assert [e.seq for e in events] == [3, 4, 5, 6] and all(e.machine == "b" for e in events)
+    assert [e.type for e in events] == ["received", "received", "machine", "received"]
+    assert "2 batch(es) of events never arrived" in events[2].message
     assert machine.missed == 2 and machine.state == "up"
     machine.receive_events({"boot": "y", "seq": 1, "events": []})  # the agent restarted
     assert machine.missed == 2 and machine.batch == 1
+    # a hello numbers the batches sent before it: those that did not come never will
+    machine.receive_hello({"boot": "y", "batches": 4})
+    assert machine.missed == 5 and machine.batch == 4
+    machine.receive_events({"boot": "y", "seq": 5, "events": []})
+    assert machine.missed == 5
 
 
 async def test_both_machines_are_machines_and_the_local_one_is_the_default():

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 
 import nats
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 
 from webapp import __version__
 from webapp.engine import BadSpec, EngineError
@@ -26,7 +27,7 @@ from webapp.fleet.machine import LocalMachine, addresses
 log = logging.getLogger("udplab.agent")
 FLUSH = 0.05  # seconds between event batches at most
 HEARTBEAT = 2.0  # seconds between hellos; the dashboard calls a machine lost after 10 s
-BATCH_EVENTS = 2000  # events per message at most (nats-server's max_payload is 1 MiB)
+BATCH_BYTES = 256 * 1024  # a message's events at most (nats-server's max_payload is 1 MiB)
 
 
 class Agent:
@@ -41,6 +42,7 @@ class Agent:
         self.heartbeat = heartbeat
         self.boot = secrets.token_hex(8)  # tells the dashboard this is a new run of the agent
         self.batches = 0
+        self.unsent = 0  # batches that could not be handed to NATS (its buffer full, offline)
         self.started = time.time()
         self._subscription = machine.supervisor.bus.subscribe(maxlen=100_000)
         self.commands: dict[str, Callable[[dict], Awaitable[Any]]] = {
@@ -112,16 +114,31 @@ class Agent:
             await asyncio.sleep(self.flush_every)  # what comes meanwhile goes in the next one
 
     async def publish_pending(self) -> None:
-        """Publish what the workers said since the last batch (one message, or a few if
-        there is a lot)."""
+        """Publish what the workers said since the last batch: one message, or a few of at
+        most `BATCH_BYTES` when there is a lot. While nats-server is away the client buffers
+        a little; past that a batch is not sent, and the gap in the numbers says so."""
         events, dropped = self._subscription.drain()
-        for start in range(0, max(len(events), 1), BATCH_EVENTS):
-            self.batches += 1
-            await self.nc.publish(subject(self.name, "events"), wire.dumps({
-                "machine": self.name, "boot": self.boot, "seq": self.batches,
-                "dropped": dropped if start == 0 else 0,
-                "events": [e.to_dict() for e in events[start:start + BATCH_EVENTS]],
-            }))
+        chunk: list[bytes] = []
+        size = 0
+        for event in events:
+            encoded = wire.dumps(event.to_dict())
+            if chunk and size + len(encoded) > BATCH_BYTES:
+                await self._publish_batch(chunk, dropped)
+                chunk, size, dropped = [], 0, 0
+            chunk.append(encoded)
+            size += len(encoded) + 1
+        if chunk or dropped:
+            await self._publish_batch(chunk, dropped)
+
+    async def _publish_batch(self, events: list[bytes], dropped: int) -> None:
+        self.batches += 1
+        head = wire.dumps({"machine": self.name, "boot": self.boot, "seq": self.batches,
+                           "dropped": dropped})
+        body = head[:-1] + b',"events":[' + b",".join(events) + b"]}"
+        try:
+            await self.nc.publish(subject(self.name, "events"), body)
+        except NatsError:  # offline with a full buffer, or closing: this batch is lost
+            self.unsent += 1
 
     async def finish(self) -> None:
         """After its workers stopped: send their last events, and make sure they left."""
@@ -132,7 +149,11 @@ class Agent:
         while True:
             await asyncio.sleep(self.heartbeat)
             if self.nc.is_connected:
-                await self.nc.publish(subject(self.name, "hello"), wire.dumps(self.hello()))
+                try:
+                    await self.nc.publish(subject(self.name, "hello"),
+                                          wire.dumps(self.hello()))
+                except NatsError:  # gone again meanwhile: the next beat will tell
+                    pass
 
 
 def _id(args: dict) -> str:

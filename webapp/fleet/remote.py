@@ -58,24 +58,40 @@ class RemoteMachine:
         self.seen = time.time()
         self.hello = hello
         batches = hello.get("batches")
-        self._new_boot(hello.get("boot"), batches if isinstance(batches, int) else 0)
+        if isinstance(batches, int):
+            self._new_boot(hello.get("boot"), batches)
+            # NATS keeps one publisher's order: every batch numbered up to `batches` that was
+            # sent has arrived before this hello, so the rest never will
+            self._arrived(batches)
 
     def receive_events(self, batch: dict[str, Any]) -> None:
         """A batch of events: each enters the bus as an event of this machine (never awaits)."""
         self.seen = time.time()
         seq = batch.get("seq")
+        bus = self.bus
         if isinstance(seq, int):
             self._new_boot(batch.get("boot"), seq - 1)
-            if seq > self.batch + 1:
-                self.missed += seq - self.batch - 1
+            self._arrived(seq - 1)
             self.batch = max(self.batch, seq)
-        bus = self.bus
         for raw in batch.get("events") or ():
             if isinstance(raw, dict):
                 event = wire.event_from_agent(raw, self.name, bus.next_seq())
                 bus.publish(event)
                 self.received += 1
                 self._track(event)
+
+    def _arrived(self, last: int) -> None:
+        """Batches up to `last` are in (or never will be): count and say any gap."""
+        if last <= self.batch:
+            return
+        gap, self.batch = last - self.batch, last
+        self.missed += gap
+        bus = self.bus
+        bus.publish(wire.MachineChanged(
+            seq=bus.next_seq(), time=time.time(), worker=self.name, machine=self.name,
+            state="up", message=f"Machine {self.name}: {gap} batch(es) of events never "
+            "arrived (it was cut off from nats-server for a while); its counters still "
+            "count everything"))
 
     def _new_boot(self, boot: Any, sent_before: int) -> None:
         """Gaps count from the first batch heard (what an agent sent before the dashboard
