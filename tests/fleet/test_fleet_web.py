@@ -3,6 +3,7 @@ free port) and agents in their own namespaces, driven through the JSON API."""
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -154,4 +155,26 @@ def test_the_page_lists_another_machines_events(dashboard, lan_fleet):
             assert time.monotonic() < deadline, f"no row of {client['id']}: {html[-800:]}"
             html += page.recv(timeout=5)
         http.delete("/api/workers/a:paged")
+    assert "Traceback" not in dashboard.log()
+
+
+def test_a_killed_agent_is_lost_in_the_api_and_its_workers_too(dashboard, lan_fleet):
+    lan, server = lan_fleet
+    agent = lan.agent(server, "c")
+    with dashboard.client() as http:
+        wait_for(lambda: machines(http).get("c", {}).get("state") == "up", "c up")
+        worker = http.post("/api/workers", json={"machine": "c", "kind": "server",
+                                                 "host": lan.hosts["c"], "port": 1082}).json()
+        agent.proc.send_signal(signal.SIGKILL)
+        agent.proc.wait(timeout=5)
+        wait_for(lambda: machines(http)["c"]["state"] == "lost", "c lost", timeout=15)
+        listed = [w for w in http.get("/api/workers").json()["workers"]
+                  if w["id"] == worker["id"]]
+        assert [w["state"] for w in listed] == ["lost"]
+        gone = http.get(f"/api/workers/{worker['id']}")
+        assert gone.status_code == 503 and "Machine c" in gone.json()["error"], gone.text
+        lan.agent(server, "c")
+        wait_for(lambda: machines(http)["c"]["state"] == "up", "c up again", timeout=10)
+        assert not [w for w in http.get("/api/workers").json()["workers"]
+                    if w["id"] == worker["id"]]  # a new run of the agent: that server died
     assert "Traceback" not in dashboard.log()
