@@ -51,3 +51,14 @@ def test_the_app_loads_the_capture_library_only_for_a_capture():
     assert result.returncode == 0, result.stderr
     before, after, size = result.stdout.split()
     assert (before, after) == ("False", "True") and int(size) > 0, result.stdout
+
+
+def test_the_dashboard_without_nats_loads_no_nats_client():
+    # `make run` needs no NATS at all: the fleet's local machine is plain code
+    check = ("import sys, webapp.cli, webapp.web.app, webapp.fleet.fleet; "
+             "print('nats' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT,
+                            env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
