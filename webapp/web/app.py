@@ -19,6 +19,7 @@ from webapp.engine import lab
 from webapp.engine.labscenarios import LabScenarios
 from webapp.engine.policy import Policy
 from webapp.engine.recipes import Recipes
+from webapp.fleet import fleet
 from webapp.web import api, history, pages
 from webapp.web.render import Renderer, make_environment
 from webapp.web.security import Guard
@@ -52,8 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with Supervisor(history=settings.worker_history, policy=policy,
                               keep_ended=settings.keep_ended) as supervisor, \
                 history.running(app, supervisor, settings.data_dir,
-                                cap=settings.history_events):
+                                cap=settings.history_events), \
+                fleet.running(supervisor, settings.nats_url, settings.nats_creds) as machines:
             app.state.supervisor = supervisor
+            app.state.fleet = machines
             app.state.experiments = Experiments(supervisor)
             app.state.binding = BindingExplorer(supervisor)
             app.state.lab_scenarios = LabScenarios(supervisor)

@@ -51,6 +51,8 @@ class Settings:
     header_timeout: float = 10.0  # seconds a connection may take to send a request's headers
     max_connections: int = 256  # open HTTP connections; past it the oldest idle one is closed
     keep_ended: int = 200  # ended workers kept on the dashboard, the newest (history keeps all)
+    nats_url: str | None = None  # --nats: join a fleet of lab machines (several machines)
+    nats_creds: Path | None = None  # --creds: the dashboard's credentials from fleet init
 
     @property
     def cookie_name(self) -> str:
