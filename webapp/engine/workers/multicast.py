@@ -60,6 +60,9 @@ class MulticastWorker(Worker):
         except OSError as exc:
             self.counters["errors"] += 1
             message = describe_os_error(exc, self.destination)
+            if exc.errno == 99 and ":" in self.destination[0]:  # EADDRNOTAVAIL
+                message += (": this host's link-local address is still being checked for "
+                            "duplicates (DAD, about 2 s after the link comes up): try again")
             if exc.errno == 101:  # ENETUNREACH
                 message += (f": interface {self.interface} has no route for the group (IPv6 "
                             "multicast on loopback needs its MULTICAST flag): use a lab host")
