@@ -72,3 +72,30 @@ def test_the_multicast_recipe_plays_green(api):
     assert "says: 'From the source'" in actual[4]
     assert "says: 'Who hears this?'" in actual[6]  # the surprise: heard without joining
     assert "heard by no worker of this app" in actual[8]  # the cure
+
+
+def test_the_page_forms_post_joins_and_a_send_like_a_browser(live):
+    """The listener form's join fields and the Multicast form, posted as the page posts
+    them (hidden 'off' then the checkbox's 'on'; empty fields are left out)."""
+    group = _group()
+    with live.client(auth=False, headers={**live.cookie, "Origin": live.origin}) as http:
+        page = http.get("/").text
+        assert '<form id="multicast-form"' in page and 'name="join"' in page
+        assert 'name="multicast_all"' in page and 'name="ttl"' in page
+        response = http.post("/workers", data={
+            "kind": "listener", "host": "0.0.0.0", "port": "0", "name": "", "join": group,
+            "sources": "", "interface": "", "multicast_all": ["off", "on"]})
+        assert response.status_code == 303, response.text
+        listener = next(w for w in http.get("/api/workers").json()["workers"]
+                        if w["kind"] == "listener" and w["spec"]["join"] == [group])
+        http.started.append(listener["id"])
+        assert listener["spec"]["multicast_all"] is True
+        response = http.post("/workers", headers={"HX-Request": "true"}, data={
+            "kind": "multicast", "host": group, "port": str(listener["local"][1]), "ttl": "1",
+            "interface": "", "message": "from the form", "count": "1", "loop": ["off", "on"]})
+        assert response.status_code in (200, 201), response.text
+        assert _events(http, listener["id"], "received")[0]["text"] == "from the form"
+        response = http.post("/workers", headers={"HX-Request": "true"}, data={
+            "kind": "multicast", "host": "10.1.2.3", "port": "1060"})
+        assert response.status_code == 422
+        assert "must be a group address" in response.text and "<html" not in response.text
