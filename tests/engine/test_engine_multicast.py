@@ -179,3 +179,14 @@ async def test_supervisor_refuses_a_join_or_send_on_a_real_interface_before_open
         with pytest.raises(Refused):
             await sup.start({"kind": "multicast", "host": "239.1.2.3", "interface": "eth0"})
         assert sup.workers == {}
+
+
+async def test_ipv6_group_on_loopback_is_an_error_event_that_says_where_to_go():
+    # Linux gives lo no IPv6 multicast route, so the kernel refuses the send: nothing leaves
+    async with Supervisor() as sup:
+        sender = await sup.start({"kind": "multicast", "host": "ff12::1234", "port": 9})
+        await ended(sender)
+        errors = of_type(sender, "error")
+        assert len(errors) == 1 and errors[0].errno == 101, list(sender.history)
+        assert "lab host" in errors[0].message and "via lo" not in errors[0].message
+        assert sender.state == "finished" and sender.counters["errors"] == 1

@@ -90,3 +90,31 @@ async def test_all_nodes_outcomes(kernel):
         assert [s["outcome"] for s in run["steps"]] == [
             "received it", "received it", "did not receive it"]
         assert "IPv6's answer to broadcast" in run["steps"][0]["why"]
+
+
+async def _send_when_ready(sup, spec: dict, tries: int = 20):
+    """Send once the host's fresh link-local address has passed DAD (about 2 s after the lab
+    is built; before that the kernel answers EADDRNOTAVAIL). Bounded: 20 tries, 5 s."""
+    for _ in range(tries):
+        sender = await sup.start(spec)
+        await ended(sender)
+        if of_type(sender, "sent"):
+            return sender
+        assert of_type(sender, "error")[0].errno == 99, list(sender.history)
+        assert "DAD" in of_type(sender, "error")[0].message
+        await asyncio.sleep(0.25)
+    pytest.fail("the link-local address never left DAD")
+
+
+async def test_ipv6_ssm_hears_its_link_local_source_only(kernel):
+    async with built(kernel) as sup:
+        h1 = next(a["local"] for a in kernel.json("-n", sup.lab.ns("h1"), "-6", "addr", "show",
+                                                   "dev", "eth0")[0]["addr_info"]
+                  if a["local"].startswith("fe80"))
+        member = await sup.start({"kind": "listener", "where": "h2", "host": "::",
+                                  "port": 1202, "join": ["ff32::8000:1"], "sources": [h1]})
+        assert member.history[0].message.endswith(f"only from {h1}")
+        for host in ("h3", "h1"):
+            await _send_when_ready(sup, {"kind": "multicast", "where": host,
+                                         "host": "ff32::8000:1", "port": 1202, "message": host})
+        assert [(e.peer[0], e.text) for e in of_type(member, "received")] == [(h1, "h1")]

@@ -64,8 +64,9 @@ class MulticastWorker(Worker):
                 message += (": this host's link-local address is still being checked for "
                             "duplicates (DAD, about 2 s after the link comes up): try again")
             if exc.errno == 101:  # ENETUNREACH
-                message += (f": interface {self.interface} has no route for the group (IPv6 "
-                            "multicast on loopback needs its MULTICAST flag): use a lab host")
+                message += (f": interface {self.interface} has no route for the group (Linux "
+                            "gives loopback no IPv6 multicast route): send from a lab host, "
+                            "such as h1, instead")
             self.emit(Error, message, error=str(exc), errno=exc.errno)
             return
         self.local = short(self.sock.getsockname())
