@@ -190,3 +190,13 @@ async def test_ipv6_group_on_loopback_is_an_error_event_that_says_where_to_go():
         assert len(errors) == 1 and errors[0].errno == 101, list(sender.history)
         assert "lab host" in errors[0].message and "via lo" not in errors[0].message
         assert sender.state == "finished" and sender.counters["errors"] == 1
+
+
+@pytest.mark.parametrize("kind", ["client", "stream", "spoofer", "broadcast", "mtu-probe"])
+def test_other_kinds_may_not_send_to_a_group(kind):
+    # they set no multicast interface: a group would leave by the default route
+    with pytest.raises(Refused) as caught:
+        Policy().check(kind, "239.1.2.3")
+    assert "--allow-net 239.1.2.3/32" in caught.value.message
+    with pytest.raises(Refused):
+        Policy().check(kind, "239.1.2.3", in_lab=True)

@@ -71,7 +71,9 @@ class Policy:
                         "with --allow-limited-broadcast", field="host")
                 local = False
                 continue
-            if ipaddress.ip_address(address.split("%")[0]).is_multicast:
+            # Only the multicast kind chooses the interface a group leaves by (loopback unless
+            # told otherwise); any other kind would send it by the default route.
+            if kind == "multicast":
                 local = self.check_group(address, interface, ttl or 1, in_lab=in_lab) and local
                 continue
             if self.is_local(address, in_lab):
