@@ -285,7 +285,7 @@ _MAX_GROUPS = 20  # groups (or sources) one listener joins; the kernel's default
 
 def _addresses(*, multicast: bool) -> Callable[[str, Any], tuple[str, ...]]:
     """A list of IP literals (a JSON list, or a form's text split at commas or spaces)."""
-    what = "multicast group" if multicast else "address"
+    what = "multicast group" if multicast else "unicast address"
 
     def check(field: str, value: Any) -> tuple[str, ...]:
         if isinstance(value, str):
@@ -318,6 +318,17 @@ def _interface(field: str, value: Any) -> str | None:
         return value.strip()
     raise BadSpec(f"The {field} must be an interface name such as lo or eth0, or its IPv4 "
                   f"address such as 127.0.0.1, not {value!r}", field=field)
+
+
+def _literal(field: str, value: Any) -> str | None:
+    """An IP address literal (no name: binding must not wait on a DNS lookup)."""
+    if value is None or value == "":
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip() if isinstance(value, str) else None))
+    except ValueError:
+        raise BadSpec(f"The {field} must be an address of this host such as 127.0.0.1, "
+                      f"not {value!r}", field=field) from None
 
 
 def _groups_need_family(spec: "Spec", groups: tuple[str, ...]) -> None:
@@ -397,7 +408,7 @@ class MulticastSpec(Spec):
         "ttl": _number(0, 255, integer=True),
         "loop": _flag,
         "interface": _interface,
-        "bind": _optional(_host),
+        "bind": _literal,
         "message": _message,
         "count": _number(1, 10_000, integer=True),
         "interval": _number(0, 3600),
