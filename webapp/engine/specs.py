@@ -313,8 +313,7 @@ def _interface(field: str, value: Any) -> str | None:
     """An interface: an IPv4 address of it, or its name (lo, eth0)."""
     if value is None or value == "":
         return None
-    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}|[0-9.]{7,15}",
-                                               value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", value.strip()):
         return value.strip()
     raise BadSpec(f"The {field} must be an interface name such as lo or eth0, or its IPv4 "
                   f"address such as 127.0.0.1, not {value!r}", field=field)
