@@ -54,6 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         type=network, help="a real network workers may send to, such as "
                         "192.168.1.0/24 (repeatable; loopback and the virtual LAN are always "
                         "allowed)")
+    limits.add_argument("--max-multicast-ttl", type=count, default=1, metavar="N",
+                        help="the TTL groups may be sent with towards a real network "
+                        "(default 1: no router forwards them; loopback and the lab are "
+                        "not capped)")
     limits.add_argument("--worker-rate", type=float, default=1000.0, metavar="N",
                         help="datagrams/s per sending worker towards real networks "
                         "(default 1000)")
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         allowed_hosts=frozenset(h.lower() for h in args.allow_host) | own_addresses(args.host),
         allow_limited_broadcast=args.allow_limited_broadcast,
         allowed_networks=tuple(args.allow_net),
+        max_multicast_ttl=args.max_multicast_ttl,
         worker_rate=args.worker_rate,
         worker_bytes=args.worker_bytes,
         app_factor=args.app_factor,

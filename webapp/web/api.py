@@ -24,7 +24,7 @@ SPEC_SCHEMA = {
             "schema": {"type": "object", "required": ["kind"], "properties": {
                 "kind": {"type": "string",
                          "enum": ["server", "client", "spoofer", "stream", "listener",
-                                  "broadcast", "mtu-probe"]},
+                                  "broadcast", "mtu-probe", "multicast"]},
                 "name": {"type": "string", "description": "optional id for the worker"},
                 "host": {"type": "string", "default": "127.0.0.1"},
                 "port": {"oneOf": [{"type": "integer"}, {"type": "string"}], "default": 1060,
@@ -48,6 +48,18 @@ SPEC_SCHEMA = {
                          "description": "stream: bytes per datagram; mtu-probe: first send"},
                 "so_broadcast": {"type": "boolean", "description": "broadcast: SO_BROADCAST"},
                 "reuse_addr": {"type": "boolean", "description": "server: SO_REUSEADDR"},
+                "join": {"type": "array", "items": {"type": "string"},
+                         "description": "listener: multicast groups to join"},
+                "sources": {"type": "array", "items": {"type": "string"},
+                            "description": "listener: only these senders (source-specific)"},
+                "interface": {"type": "string", "description": "listener, multicast: the "
+                              "interface of the group (name or IPv4 address; default lo)"},
+                "multicast_all": {"type": "boolean", "description": "listener: "
+                                  "IP_MULTICAST_ALL (hear groups other sockets joined)"},
+                "ttl": {"type": "integer", "minimum": 0, "maximum": 255,
+                        "description": "multicast: IP_MULTICAST_TTL (default 1)"},
+                "loop": {"type": "boolean", "description": "multicast: IP_MULTICAST_LOOP"},
+                "bind": {"type": "string", "description": "multicast: the address to send from"},
                 "where": {"type": "string",
                           "description": "a virtual LAN host (h1..h4); absent: this machine"},
                 "machine": {"type": "string",
@@ -281,7 +293,8 @@ async def delete_lab(supervisor: SupervisorDep) -> dict[str, Any]:
 
 @router.post("/lab/scenarios/{name}", status_code=201)
 async def lab_scenario(name: str, scenarios: LabScenariosDep) -> dict[str, Any]:
-    """Run a one-click lab scenario: exchange, broadcast, mtu or binding."""
+    """Run a one-click lab scenario: exchange, broadcast, mtu, binding, multicast, ssm,
+    snooping or all-nodes."""
     return await scenarios.run(name)
 
 

@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         policy = Policy(
             allow_limited_broadcast=settings.allow_limited_broadcast,
             allowed_networks=tuple(ipaddress.ip_network(n) for n in settings.allowed_networks),
+            max_multicast_ttl=settings.max_multicast_ttl,
             worker_rate=settings.worker_rate,
             worker_bytes=settings.worker_bytes,
             app_factor=settings.app_factor,

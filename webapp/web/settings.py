@@ -34,6 +34,7 @@ class Settings:
     worker_history: int = 1000  # events kept per worker for GET /api/workers/{id}/events
     allow_limited_broadcast: bool = False  # may workers send to 255.255.255.255?
     allowed_networks: tuple[str, ...] = ()  # --allow-net: real networks workers may send to
+    max_multicast_ttl: int = 1  # the TTL of groups sent towards a real network
     worker_rate: float = 1000.0  # datagrams/s per sending worker towards a real network
     worker_bytes: float = 1_000_000.0  # bytes/s per sending worker towards a real network
     app_factor: float = 10.0  # the whole app may send this many times one worker's cap
