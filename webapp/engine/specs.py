@@ -175,6 +175,7 @@ class ServerSpec(Spec):
         "duplicate": _flag,
         "rcvbuf": _optional(_number(1, 64 * 1024 * 1024, integer=True)),
         "reuse_addr": _flag,
+        "v6only": _flag,
     }
     reply: str = "length"
     drop_rate: float = 0.0
@@ -183,6 +184,7 @@ class ServerSpec(Spec):
     duplicate: bool = False  # answer every request twice
     rcvbuf: int | None = None  # SO_RCVBUF in bytes (the kernel doubles it); small = real drops
     reuse_addr: bool = False  # SO_REUSEADDR: share the port with listeners
+    v6only: bool = False  # IPV6_V6ONLY on an IPv6 bind; off: `::` is dual-stack
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,8 +288,10 @@ class ListenerSpec(Spec):
     kind: ClassVar[str] = "listener"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
         "name": _name, "host": _host, "port": _port,
+        "v6only": _flag,
     }
     host: str = "0.0.0.0"
+    v6only: bool = False  # IPV6_V6ONLY on an IPv6 bind; off: `::` is dual-stack
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -112,7 +112,10 @@ class Supervisor:
                 raise BadSpec("Forging builds IPv4 packets only: aim at an IPv4 client",
                               field="forge")
         else:
-            target = await resolve(spec.host, spec.port, passive=spec.kind in ("server", "listener"))
+            # A link-local scope (`%eth0`) names an interface of the host the socket lives on.
+            netns = self.lab.host(spec.where).namespace if spec.where else None
+            target = await resolve(spec.host, spec.port, netns=netns,
+                                   passive=spec.kind in ("server", "listener"))
             local = self.policy.check(spec.kind, list(target.addresses or [target.address[0]]),
                                       in_lab=bool(spec.where))
             if spec.where:
@@ -149,7 +152,12 @@ class Supervisor:
                     or other.kind not in ("server", "listener"):
                 continue
             held = other.local[0]
-            if held == host:
+            dual = self._dual_stack_clash(other, held, host, port)
+            if dual is not None:
+                why = dual
+            elif ":" in held and ":" not in host or ":" in host and ":" not in held:
+                continue  # other families share ports freely, but for a dual-stack ::
+            elif held == host:
                 why = f"{other.id} is bound to exactly {held} port {port}"
             elif held in ("0.0.0.0", "::"):
                 why = (f"{other.id} is bound to {held}, every address of this machine, which "
@@ -161,6 +169,21 @@ class Supervisor:
                 continue
             return Conflict(f"{exc.message}. Here: {why}", field=exc.field)
         return exc
+
+    @staticmethod
+    def _dual_stack_clash(other: Worker, held: str, host: str, port: int) -> str | None:
+        """Why a bind clashes across the families: a dual-stack `::` (IPV6_V6ONLY off)
+        also takes the port on every IPv4 address. None when that is not the clash."""
+        dual_other = held == "::" and not getattr(other.spec, "v6only", False)
+        if dual_other and ":" not in host:
+            return (f"{other.id} is bound to :: with v6only off: a dual-stack socket, which "
+                    f"holds port {port} on every IPv4 address too; start it with v6only on "
+                    "to share the port between the families")
+        if host == "::" and ":" not in held:
+            return (f"{other.id} holds {held} port {port} (IPv4), and :: with v6only off "
+                    f"is dual-stack: it wants port {port} on every IPv4 address as well. Turn "
+                    "v6only on to bind IPv6 only beside it")
+        return None
 
     def spawn(self, coro, *, name: str) -> asyncio.Task:
         """Run a coroutine that drives workers (an experiment) under this supervisor."""

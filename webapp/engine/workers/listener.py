@@ -6,7 +6,7 @@ import asyncio
 from webapp.engine.events import Listening, Received, format_address
 from webapp.engine.payload import show
 from webapp.engine.specs import ListenerSpec
-from webapp.engine.udp import open_bound, short
+from webapp.engine.udp import dual_stack_note, mapped_note, open_bound, short
 from webapp.engine.workers.base import Worker
 
 
@@ -18,10 +18,12 @@ class ListenerWorker(Worker):
     spec: ListenerSpec
 
     def open(self) -> None:
-        self.sock = open_bound(self.target, reuse_addr=True)
+        self.sock = open_bound(self.target, reuse_addr=True,
+                               v6only=self.spec.v6only)
         self.local = short(self.sock.getsockname())
-        self.emit(Listening, f"Listening for datagrams at {format_address(self.local)}",
-                  local=self.local)
+        self.emit(Listening, f"Listening for datagrams at {format_address(self.local)}"
+                  f"{self.target.family_note()}{dual_stack_note(self.target, self.spec.v6only)}",
+                  local=self.local, family=self.target.family_name)
 
     async def run(self) -> str:
         loop = asyncio.get_running_loop()
@@ -42,5 +44,6 @@ class ListenerWorker(Worker):
         if not self.shows():
             return
         text = show(data)
-        self.emit(Received, f"The client at {format_address(peer)} says: {text!r}",
+        self.emit(Received, f"The client at {format_address(peer)} says: {text!r}"
+                  f"{mapped_note(peer[0])}",
                   local=self.local, peer=peer, size=len(data), text=text)
