@@ -12,6 +12,10 @@ from webapp.engine.errors import BadSpec, Conflict
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DONT, IP_PMTUDISC_WANT, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE = 0, 1, 2, 3
 IP_MTU = getattr(socket, "IP_MTU", 14)
+# The IPv6 twins (linux/in6.h); Python 3.11 has none of them.
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_PMTUDISC_DO = getattr(socket, "IPV6_PMTUDISC_DO", 2)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
 PMTU_NAMES = {0: "IP_PMTUDISC_DONT", 1: "IP_PMTUDISC_WANT", 2: "IP_PMTUDISC_DO",
               3: "IP_PMTUDISC_PROBE"}
 SOCK_TYPES = {socket.SOCK_DGRAM: "SOCK_DGRAM", socket.SOCK_STREAM: "SOCK_STREAM",

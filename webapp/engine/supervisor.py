@@ -134,7 +134,7 @@ class Supervisor:
         try:
             worker.open()
         except Conflict as exc:
-            raise self._explain(exc, target) from None
+            raise self._explain(exc, target, getattr(spec, "v6only", False)) from None
         worker.state = "running"
         if number is not None:
             self._number = number
@@ -142,7 +142,7 @@ class Supervisor:
         worker.task = self._group.create_task(self._run(worker), name=f"worker {worker_id}")
         return worker
 
-    def _explain(self, exc: Conflict, target: Target) -> Conflict:
+    def _explain(self, exc: Conflict, target: Target, v6only: bool = False) -> Conflict:
         """Add which of our workers holds the port, and why that overlaps, to a bind error."""
         if exc.field != "port":
             return exc
@@ -152,7 +152,7 @@ class Supervisor:
                     or other.kind not in ("server", "listener"):
                 continue
             held = other.local[0]
-            dual = self._dual_stack_clash(other, held, host, port)
+            dual = self._dual_stack_clash(other, held, host, port, v6only)
             if dual is not None:
                 why = dual
             elif ":" in held and ":" not in host or ":" in host and ":" not in held:
@@ -171,7 +171,8 @@ class Supervisor:
         return exc
 
     @staticmethod
-    def _dual_stack_clash(other: Worker, held: str, host: str, port: int) -> str | None:
+    def _dual_stack_clash(other: Worker, held: str, host: str, port: int,
+                          v6only: bool) -> str | None:
         """Why a bind clashes across the families: a dual-stack `::` (IPV6_V6ONLY off)
         also takes the port on every IPv4 address. None when that is not the clash."""
         dual_other = held == "::" and not getattr(other.spec, "v6only", False)
@@ -179,7 +180,7 @@ class Supervisor:
             return (f"{other.id} is bound to :: with v6only off: a dual-stack socket, which "
                     f"holds port {port} on every IPv4 address too; start it with v6only on "
                     "to share the port between the families")
-        if host == "::" and ":" not in held:
+        if host == "::" and not v6only and ":" not in held:
             return (f"{other.id} holds {held} port {port} (IPv4), and :: with v6only off "
                     f"is dual-stack: it wants port {port} on every IPv4 address as well. Turn "
                     "v6only on to bind IPv6 only beside it")

@@ -5,7 +5,7 @@ SVG is in templates/partials/_ladder.html."""
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from webapp.engine.events import Event
+from webapp.engine.events import Event, host_port
 
 MAX_ITEMS = 30  # arrows and marks drawn at most: the diagram stays readable and bounded
 COLUMN = 170
@@ -19,7 +19,7 @@ def _key(address) -> str:
     host, port = address[0], address[1]
     # A socket bound to every address is seen by its peers under one of them: on loopback
     # the port alone names the endpoint.
-    return str(port) if host in ("0.0.0.0", "::", "127.0.0.1", "::1") else f"{host}:{port}"
+    return str(port) if host in ("0.0.0.0", "::", "127.0.0.1", "::1") else host_port(address)
 
 
 def layout(events: Iterable[Event], kinds: Mapping[str, str]) -> dict[str, Any]:
