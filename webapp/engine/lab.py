@@ -253,6 +253,7 @@ class Lab:
     def forget_path_mtus(self, name: str) -> None:
         """Flush a host's route cache, so it forgets the path MTUs it learned."""
         _ip("-n", self.host(name).namespace, "route", "flush", "cache")
+        _ip("-n", self.host(name).namespace, "-6", "route", "flush", "cache")
 
     def host(self, name: str) -> Host:
         """A lab host by name, or `BadSpec` naming the field `where`."""
