@@ -7,6 +7,7 @@ stays inside them: 2001:2::/48 and the lab's fe80:: addresses exist nowhere else
 """
 
 import subprocess
+import time
 from contextlib import asynccontextmanager
 
 import pytest
@@ -123,3 +124,34 @@ async def test_ipv6_scenarios_every_step_ok(kernel, name):
             outcome = await LabScenarios(sup).run(name)
             assert outcome["steps"] and all(s["ok"] for s in outcome["steps"]), outcome
         assert not [w for w in sup.workers.values() if w.alive]
+
+
+# --- over HTTP, through a real udplab process ---------------------------------------------------
+
+def test_api_lab_shows_address6_and_workers_speak_ipv6_on_it(lab_app):
+    with lab_app.client() as http:
+        built = http.post("/api/lab")
+        assert built.status_code == 201, built.text
+        lab = http.get("/api/lab").json()
+        assert {h["name"]: h["address6"] for h in lab["hosts"]} == ADDRESS6
+        h2 = next(h for h in lab["hosts"] if h["name"] == "h2")
+        bare = h2["link_local"].split("%")[0]
+        server = http.start(kind="server", where="h2", host="::", port=1063)
+        assert server["local"] == ["::", 1063]
+        no_scope = http.post("/api/workers", json={"kind": "client", "where": "h1",
+                                                   "host": bare, "port": 1063})
+        assert no_scope.status_code == 422, no_scope.text
+        assert no_scope.json()["field"] == "host"
+        assert "%interface" in no_scope.json()["error"]
+        client = http.start(kind="client", where="h1", host=f"{bare}%eth0", port=1063,
+                            mode="connected", message="hi", timeout=0.5)
+        replies = []
+        for _ in range(50):  # bounded: 50 × 0.1 s
+            replies = [e for e in http.get(f"/api/workers/{client['id']}/events").json()
+                       ["events"] if e["type"] == "reply"]
+            if replies:
+                break
+            time.sleep(0.1)
+        assert replies and replies[0]["text"] == "Your data was 2 bytes long"
+        http.stop_started()
+        assert http.delete("/api/lab").status_code == 200
