@@ -206,3 +206,40 @@ async def test_binding_explorer_shows_ipv6_rows():
         mapped = rows[f"a client sends to 127.0.0.1 port {port} (dual-stack :: alone)"]
         assert mapped["outcome"] == "reached the :: server as ::ffff:127.0.0.1", mapped
         assert sup.workers == {}
+
+
+async def test_every_sending_kind_takes_an_ipv6_literal():
+    async with Supervisor() as sup:
+        listener = await sup.start({"kind": "listener", "host": "::1", "port": 0})
+        port = listener.local[1]
+        server = await sup.start({"kind": "server", "host": "::1", "port": 0, "reply": "none"})
+        specs = [
+            {"kind": "client", "host": "::1", "port": port, "message": "client", **FAST},
+            {"kind": "spoofer", "host": "::1", "port": port, "message": "spoofer"},
+            {"kind": "broadcast", "host": "::1", "port": port, "message": "broadcast"},
+            {"kind": "stream", "host": "::1", "port": server.local[1], "count": 5,
+             "size": 64},
+        ]
+        for spec in specs:
+            worker = await sup.start(spec)
+            await ended(worker)
+            assert worker.counters["sent"] >= 1 and not worker.counters["errors"], spec
+        await until(lambda: listener.counters["received"] >= 3, "three datagrams on ::1")
+        texts = {e.text for e in of_type(listener, "received")}
+        assert {"client", "spoofer", "broadcast"} <= texts
+        await until(lambda: server.counters["received"] == 5, "the stream over ::1")
+
+
+def test_interface_picker_offers_ipv6_with_scopes_for_link_local():
+    from webapp.engine import interfaces
+    choices = dict(interfaces.host_choices())
+    assert "::1" in choices and "::" in choices
+    for interface in interfaces.interfaces():
+        for a in interface.addresses:
+            if a.family != "ipv6" or a.address == "::1":
+                continue
+            if ipaddress.ip_address(a.address).is_link_local:
+                assert f"{a.address}%{interface.name}" in choices
+                assert a.address not in choices  # never without its scope
+            else:
+                assert a.address in choices
