@@ -243,3 +243,25 @@ def test_interface_picker_offers_ipv6_with_scopes_for_link_local():
                 assert a.address not in choices  # never without its scope
             else:
                 assert a.address in choices
+
+
+@pytest.mark.parametrize("mode", ["connected", "check-address"])
+async def test_forged_ipv4_fools_an_ipv6_client_of_a_mapped_server_as_it_would_an_ipv4_one(
+        mode):
+    # The client's dual-stack socket sees the forged IPv4 source 127.0.0.1 as
+    # ::ffff:127.0.0.1, its server: mapped and plain are one peer, for the kernel and for us.
+    async with Supervisor() as sup:
+        server = await sup.start({"kind": "server", "host": "127.0.0.1", "port": 0})
+        sup.pause(server.id)
+        client = await sup.start({"kind": "client", "host": "::ffff:127.0.0.1",
+                                  "port": server.local[1], "mode": mode, "timeout": 1.5,
+                                  "give_up_after": 1.5})
+        await until(lambda: client.local is not None, "the client to send")
+        spoofer = await sup.start({"kind": "spoofer", "target": client.id, "forge": True})
+        await ended(spoofer)
+        assert spoofer.counters["sent"] == 1, list(spoofer.history)
+        assert spoofer.local == ("127.0.0.1", server.local[1])
+        await ended(client)
+        reply = of_type(client, "reply")[0]
+        assert reply.text == "FAKE" and reply.expected, reply
+        assert reply.peer == ("::ffff:127.0.0.1", server.local[1])

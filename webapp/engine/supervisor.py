@@ -17,7 +17,7 @@ from webapp.engine.events import Address, Error, Event, Removed, Stopped
 from webapp.engine.lab import Lab
 from webapp.engine.policy import Policy
 from webapp.engine.specs import Spec, SpooferSpec, parse_spec
-from webapp.engine.udp import Target, resolve
+from webapp.engine.udp import Target, plain_ip, resolve
 from webapp.engine.workers import WORKER_CLASSES, Worker
 
 
@@ -107,9 +107,12 @@ class Supervisor:
         source, local = None, True
         if isinstance(spec, SpooferSpec) and spec.target:
             target, source = self._victim(spec.target, spec.where)
+            if spec.forge and target.family == socket.AF_INET6:
+                target, source = self._as_ipv4(target, source)
             self.policy.check(spec.kind, [target.address[0]], in_lab=bool(spec.where))
             if spec.forge and target.family != socket.AF_INET:
-                raise BadSpec("Forging builds IPv4 packets only: aim at an IPv4 client",
+                raise BadSpec("Forging builds IPv4 packets only: aim at an IPv4 client, or "
+                              "an IPv6 client of an IPv4 server (::ffff:a.b.c.d)",
                               field="forge")
         else:
             # A link-local scope (`%eth0`) names an interface of the host the socket lives on.
@@ -225,13 +228,34 @@ class Supervisor:
                           "reach each other", field="where")
         if client.spec.where:
             netns = self.lab.host(where).namespace
-            if host in ("0.0.0.0", "::"):
-                host = self.lab.host(client.spec.where).address
+            lab_host = self.lab.host(client.spec.where)
+            if host == "0.0.0.0":
+                host = lab_host.address
+            elif host == "::":  # an IPv6 socket: its own family's address
+                host = lab_host.address6 or lab_host.address
         else:
             netns = None
             host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         return (Target(client.target.family, (host, port), client_id, netns=netns),
                 client.server)
+
+    def _as_ipv4(self, target: Target, source: Address) -> tuple[Target, Address]:
+        """A forged impostor for an IPv6 client whose server is IPv4-mapped: the client's
+        dual-stack socket takes IPv4 too, and sees an IPv4 source as the mapped address it
+        compares with, so an IPv4 packet from the plain server address fools it the same."""
+        server = plain_ip(source[0])
+        if server is None or server.version != 4:
+            return target, source
+        host = target.address[0]
+        if host == "::1":
+            host = "127.0.0.1"
+        elif plain_ip(host) is not None and plain_ip(host).version == 4:
+            host = str(plain_ip(host))
+        else:
+            return target, source
+        return (dataclasses.replace(target, family=socket.AF_INET,
+                                    address=(host, target.address[1])),
+                (str(server), source[1]))
 
     async def _run(self, worker: Worker) -> None:
         state = "failed"
