@@ -24,7 +24,8 @@ SPEC_SCHEMA = {
                          "enum": ["server", "client", "spoofer", "stream", "listener",
                                   "broadcast", "mtu-probe"]},
                 "name": {"type": "string", "description": "optional id for the worker"},
-                "host": {"type": "string", "default": "127.0.0.1"},
+                "host": {"type": "string", "default": "127.0.0.1",
+                         "description": "a name, an IPv4 or IPv6 literal (::1, fe80::1%eth0)"},
                 "port": {"oneOf": [{"type": "integer"}, {"type": "string"}], "default": 1060,
                          "description": "a number (0 = the OS picks) or a service name"},
                 "reply": {"type": "string", "enum": ["length", "echo", "none"]},
@@ -46,6 +47,8 @@ SPEC_SCHEMA = {
                          "description": "stream: bytes per datagram; mtu-probe: first send"},
                 "so_broadcast": {"type": "boolean", "description": "broadcast: SO_BROADCAST"},
                 "reuse_addr": {"type": "boolean", "description": "server: SO_REUSEADDR"},
+                "v6only": {"type": "boolean", "description": "server, listener: "
+                           "IPV6_V6ONLY; off, :: is dual-stack"},
                 "where": {"type": "string",
                           "description": "a virtual LAN host (h1..h4); absent: this machine"},
                 "rate": {"type": "number", "description": "stream: datagrams per second"},
