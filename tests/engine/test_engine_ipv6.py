@@ -265,3 +265,15 @@ async def test_forged_ipv4_fools_an_ipv6_client_of_a_mapped_server_as_it_would_a
         reply = of_type(client, "reply")[0]
         assert reply.text == "FAKE" and reply.expected, reply
         assert reply.peer == ("::ffff:127.0.0.1", server.local[1])
+
+
+def test_family_note_names_what_a_host_name_resolved_to():
+    from webapp.engine.udp import Target
+    # This machine's /etc/hosts has no IPv6-only name to resolve for real; the wording is
+    # checked on the target that such a name gives.
+    six = Target(socket.AF_INET6, ("::1", 1060, 0, 0), "six.example", addresses=("::1",))
+    assert six.family_note() == " (six.example resolved to ::1: IPv6)"
+    assert six.family_name == "ipv6"
+    assert Target(socket.AF_INET6, ("::1", 1060, 0, 0), "[::1]").family_note() == " (IPv6)"
+    assert Target(socket.AF_INET, ("127.0.0.1", 1060), "127.0.0.1").family_note() == ""
+    assert Target(socket.AF_INET, ("0.0.0.0", 1060), "").family_note() == ""
