@@ -118,11 +118,21 @@ async def test_link_local_without_a_scope_asks_for_the_interface(host):
         assert sup.workers == {}
 
 
-async def test_link_local_with_an_unknown_interface_says_so():
+@pytest.mark.parametrize("scope", ["nosuch0", "99999", "²", "99999999999999999999", "lo\x00"])
+async def test_link_local_with_an_unknown_interface_says_so(scope):
     async with Supervisor() as sup:
         with pytest.raises(BadSpec) as caught:
-            await sup.start({"kind": "client", "host": "fe80::1%nosuch0", "port": 9})
-        assert "no interface 'nosuch0' on this machine" in caught.value.message
+            await sup.start({"kind": "client", "host": f"fe80::1%{scope}", "port": 9})
+        assert f"no interface {scope!r} on this machine" in caught.value.message
+        assert caught.value.field == "host"
+
+
+async def test_link_local_scope_by_index_is_looked_up():
+    # Resolution only, nothing sent: loopback is interface 1 in every namespace.
+    target = await resolve("fe80::1%1", 9)
+    assert target.address == ("fe80::1", 9, 0, 1)
+    named = await resolve("fe80::1%lo", 9)
+    assert named.address == ("fe80::1", 9, 0, socket.if_nametoindex("lo"))
 
 
 async def test_check_address_client_compares_mapped_and_plain_as_one_peer():

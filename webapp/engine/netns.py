@@ -55,11 +55,15 @@ def socket_in(namespace: str, family: int, kind: int = socket.SOCK_DGRAM,
 
 
 def interface_index(name: str, namespace: str | None = None) -> int | None:
-    """The index of interface `name` here or in `namespace` (an IPv6 scope), or None."""
+    """The index of interface `name` (or of the index itself, `%2`) here or in `namespace`
+    (an IPv6 scope), or None when there is no such interface."""
     def look() -> int | None:
         try:
+            if name.isascii() and name.isdigit():
+                socket.if_indextoname(int(name))  # OSError when no interface has it
+                return int(name)
             return socket.if_nametoindex(name)
-        except OSError:
+        except (OSError, OverflowError, ValueError):
             return None
 
     return look() if namespace is None else _inside(namespace, look)

@@ -137,11 +137,8 @@ async def _scoped(base: str, scope: str, number: int, netns: str | None) -> Targ
             f"{base}%eth0",
             field="host",
         )
-    if scope.isdigit():
-        index = int(scope)
-    else:
-        loop = asyncio.get_running_loop()
-        index = await loop.run_in_executor(None, interface_index, scope, netns)
+    loop = asyncio.get_running_loop()
+    index = await loop.run_in_executor(None, interface_index, scope, netns)
     if not index:
         where = "on that lab host" if netns else "on this machine"
         raise BadSpec(
