@@ -287,3 +287,11 @@ def test_family_note_names_what_a_host_name_resolved_to():
     assert Target(socket.AF_INET6, ("::1", 1060, 0, 0), "[::1]").family_note() == " (IPv6)"
     assert Target(socket.AF_INET, ("127.0.0.1", 1060), "127.0.0.1").family_note() == ""
     assert Target(socket.AF_INET, ("0.0.0.0", 1060), "").family_note() == ""
+
+
+async def test_binding_an_ipv6_address_this_machine_lacks_says_which_to_use():
+    async with Supervisor() as sup:
+        with pytest.raises(Conflict) as caught:
+            await sup.start({"kind": "server", "host": "2001:db8::77", "port": 0})
+        assert "[Errno 99]" in caught.value.message
+        assert "(IPv6: ::1, or :: for all)" in caught.value.message

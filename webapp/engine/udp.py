@@ -193,7 +193,8 @@ def bind_error(exc: OSError, target: Target) -> EngineError:
     if exc.errno == errno.EADDRNOTAVAIL:
         return Conflict(
             f"The address {host} is not available on this machine ([Errno 99] Cannot assign "
-            "requested address): pick one of its own addresses, 127.0.0.1, or 0.0.0.0 for all",
+            "requested address): pick one of its own addresses, 127.0.0.1, or 0.0.0.0 for all"
+            + (" (IPv6: ::1, or :: for all)" if target.family == socket.AF_INET6 else ""),
             field="host",
         )
     if exc.errno == errno.EACCES:
