@@ -295,3 +295,22 @@ async def test_binding_an_ipv6_address_this_machine_lacks_says_which_to_use():
             await sup.start({"kind": "server", "host": "2001:db8::77", "port": 0})
         assert "[Errno 99]" in caught.value.message
         assert "(IPv6: ::1, or :: for all)" in caught.value.message
+
+
+async def test_an_ipv6_socket_shows_and_sets_its_ipv6_options():
+    from webapp.engine import sockopts
+    async with Supervisor() as sup:
+        dual = await sup.start({"kind": "server", "host": "::", "port": 0})
+        rows = {row["name"]: row for row in sockopts.read_all(dual.sock)}
+        assert "IP_TTL" not in rows and rows["IPV6_V6ONLY"]["text"] == "off"
+        assert rows["IPV6_UNICAST_HOPS"]["value"] == 64
+        assert sockopts.set_option(dual.sock, "IPV6_UNICAST_HOPS", 7)["value"] == 7
+        assert sockopts.set_option(dual.sock, "IPV6_MTU_DISCOVER", "DO")["value"] == 2
+        with pytest.raises(BadSpec, match="can only be read"):
+            sockopts.set_option(dual.sock, "IPV6_V6ONLY", 1)
+        six = await sup.start({"kind": "server", "host": "::", "port": 0, "v6only": True})
+        assert {r["name"]: r for r in sockopts.read_all(six.sock)}["IPV6_V6ONLY"]["text"] == "on"
+        four = await sup.start({"kind": "server", "host": "127.0.0.1", "port": 0})
+        assert not any(r["name"].startswith("IPV6") for r in sockopts.read_all(four.sock))
+        with pytest.raises(BadSpec, match="IPv6 option; this socket is IPv4"):
+            sockopts.set_option(four.sock, "IPV6_UNICAST_HOPS", 7)

@@ -33,6 +33,7 @@ class Option:
     settable: bool
     help: str
     ipv4_only: bool = False
+    ipv6_only: bool = False
 
     def describe(self, value: int) -> str:
         """The value in words."""
@@ -65,6 +66,16 @@ OPTIONS = {o.name: o for o in (
     Option("IP_MTU_DISCOVER", socket.IPPROTO_IP, IP_MTU_DISCOVER, "pmtu", True,
            "path-MTU discovery: 2 (DO) forbids fragmenting, so a too-big send fails",
            ipv4_only=True),
+    # An IPv6 socket has the IPv6 twins (an IPv4-level option is not its to read).
+    Option("IPV6_UNICAST_HOPS", socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, "int", True,
+           "IPv6's TTL: hops a datagram may make before a router drops it (1 to 255)",
+           ipv6_only=True),
+    Option("IPV6_MTU_DISCOVER", socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, "pmtu", True,
+           "path-MTU discovery: 2 (DO) forbids fragmenting at the sender (routers never "
+           "fragment IPv6), so a too-big send fails", ipv6_only=True),
+    Option("IPV6_V6ONLY", socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, "bool", False,
+           "IPv6 only (read only: fixed at bind); off, a :: socket is dual-stack and sees "
+           "IPv4 peers as ::ffff:a.b.c.d", ipv6_only=True),
 )}
 
 
@@ -82,7 +93,8 @@ def read_all(sock: socket.socket | None) -> list[dict]:
         raise Conflict("This worker has no open socket (it has ended): options need a live one")
     rows = []
     for option in OPTIONS.values():
-        if option.ipv4_only and sock.family != socket.AF_INET:
+        if option.ipv4_only and sock.family != socket.AF_INET or \
+                option.ipv6_only and sock.family != socket.AF_INET6:
             continue
         try:
             value = sock.getsockopt(option.level, option.number)
@@ -104,6 +116,8 @@ def set_option(sock: socket.socket | None, name: str, value) -> dict:
         raise BadSpec(f"{option.name} can only be read: {option.help}", field="value")
     if option.ipv4_only and sock.family != socket.AF_INET:
         raise BadSpec(f"{option.name} is an IPv4 option; this socket is IPv6", field="option")
+    if option.ipv6_only and sock.family != socket.AF_INET6:
+        raise BadSpec(f"{option.name} is an IPv6 option; this socket is IPv4", field="option")
     number = _value(option, value)
     try:
         sock.setsockopt(option.level, option.number, number)
