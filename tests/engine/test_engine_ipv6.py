@@ -314,3 +314,18 @@ async def test_an_ipv6_socket_shows_and_sets_its_ipv6_options():
         assert not any(r["name"].startswith("IPV6") for r in sockopts.read_all(four.sock))
         with pytest.raises(BadSpec, match="IPv6 option; this socket is IPv4"):
             sockopts.set_option(four.sock, "IPV6_UNICAST_HOPS", 7)
+
+
+async def test_dual_stack_bind_beside_another_programs_ipv4_socket_is_explained():
+    # The port's holder is no worker of ours: the bind error itself says why :: clashes.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind(("127.0.0.1", 0))
+        port = other.getsockname()[1]
+        async with Supervisor() as sup:
+            with pytest.raises(Conflict) as caught:
+                await sup.start({"kind": "server", "host": "::", "port": port})
+            assert "[Errno 98] Address already in use) (:: with v6only off is dual-stack" \
+                in caught.value.message
+            six = await sup.start({"kind": "server", "host": "::", "port": port,
+                                   "v6only": True})
+            assert six.local == ("::", port)

@@ -181,13 +181,17 @@ async def resolve(host: str, port: int | str, *, passive: bool = False,
     return Target(family, sockaddr, host, addresses=every)
 
 
-def bind_error(exc: OSError, target: Target) -> EngineError:
-    """The person-facing error for a failed bind()."""
+def bind_error(exc: OSError, target: Target, dual_stack: bool = False) -> EngineError:
+    """The person-facing error for a failed bind(); `dual_stack`: it was `::` with
+    IPV6_V6ONLY off, which needs the port on IPv4 as well."""
     host, port = target.address[0], target.address[1]
     if exc.errno == errno.EADDRINUSE:
+        also = (f" (:: with v6only off is dual-stack: it needs port {port} on IPv4 too, so an "
+                "IPv4 socket on that port is in the way; v6only on binds IPv6 only)"
+                if dual_stack else "")
         return Conflict(
             f"Port {port} on {host} is already in use by another program or worker "
-            f"([Errno 98] Address already in use): stop it or pick another port",
+            f"([Errno 98] Address already in use){also}: stop it or pick another port",
             field="port",
         )
     if exc.errno == errno.EADDRNOTAVAIL:
@@ -203,6 +207,11 @@ def bind_error(exc: OSError, target: Target) -> EngineError:
             field="port",
         )
     return Conflict(f"Cannot use {host} port {port}: {exc.strerror or exc}", field="host")
+
+
+def host_is_any(target: Target) -> bool:
+    """Whether the target is IPv6's every-address `::`."""
+    return target.family == socket.AF_INET6 and target.address[0] == "::"
 
 
 def open_bound(target: Target, *, reuse_addr: bool = False,
@@ -225,7 +234,8 @@ def open_bound(target: Target, *, reuse_addr: bool = False,
         sock.bind(target.address)
     except OSError as exc:
         sock.close()
-        raise bind_error(exc, target) from None
+        dual = target.family == socket.AF_INET6 and host_is_any(target) and not v6only
+        raise bind_error(exc, target, dual) from None
     return sock
 
 
