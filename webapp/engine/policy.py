@@ -20,6 +20,15 @@ LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address to judge: without its scope, and an IPv4-mapped IPv6 address
+    (`::ffff:10.0.0.1`, what a dual-stack socket sends to for IPv4) as the IPv4 it carries."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 @dataclass
 class Policy:
     """What the operator allows; `lab_networks` is kept up to date by the supervisor."""
@@ -39,13 +48,16 @@ class Policy:
 
     def is_local(self, address: str, in_lab: bool = False) -> bool:
         """Loopback, or (for a worker placed on a lab host) the virtual LAN: no caps there."""
-        ip = ipaddress.ip_address(address.split("%")[0])
+        ip = _ip(address)
         nets = (*LOOPBACK, *self.lab_networks) if in_lab else LOOPBACK
         return any(ip in net for net in nets if ip.version == net.version)
 
     def in_lab_network(self, address: str) -> bool:
-        """Whether `address` belongs to the virtual LAN's subnets."""
-        ip = ipaddress.ip_address(address.split("%")[0])
+        """Whether `address` belongs to the virtual LAN's subnets (link-local fe80::/10
+        belongs to every link, the machine's too, so it is judged as a real network here)."""
+        ip = _ip(address)
+        if ip.is_link_local:
+            return False
         return any(ip in net for net in self.lab_networks if ip.version == net.version)
 
     def check(self, kind: str, addresses: list[str] | str, *, in_lab: bool = False,
@@ -88,7 +100,7 @@ class Policy:
                     f"A worker on a lab host can reach only the virtual LAN ("
                     f"{', '.join(str(n) for n in self.lab_networks)}) and its own loopback, "
                     f"not {address}", field="host")
-            ip = ipaddress.ip_address(address.split("%")[0])
+            ip = _ip(address)
             if not any(ip in net for net in self.allowed_networks if ip.version == net.version):
                 width = 32 if ip.version == 4 else 128
                 raise Refused(

@@ -176,6 +176,7 @@ class ServerSpec(Spec):
         "duplicate": _flag,
         "rcvbuf": _optional(_number(1, 64 * 1024 * 1024, integer=True)),
         "reuse_addr": _flag,
+        "v6only": _flag,
     }
     reply: str = "length"
     drop_rate: float = 0.0
@@ -184,6 +185,7 @@ class ServerSpec(Spec):
     duplicate: bool = False  # answer every request twice
     rcvbuf: int | None = None  # SO_RCVBUF in bytes (the kernel doubles it); small = real drops
     reuse_addr: bool = False  # SO_REUSEADDR: share the port with listeners
+    v6only: bool = False  # IPV6_V6ONLY on an IPv6 bind; off: `::` is dual-stack
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -354,8 +356,10 @@ class ListenerSpec(Spec):
         "sources": _addresses(multicast=False),
         "interface": _interface,
         "multicast_all": _flag,
+        "v6only": _flag,
     }
     host: str = "0.0.0.0"
+    v6only: bool = False  # IPV6_V6ONLY on an IPv6 bind; off: `::` is dual-stack
     join: tuple[str, ...] = ()  # multicast groups to join
     sources: tuple[str, ...] = ()  # only these senders (source-specific multicast)
     interface: str | None = None  # where to join: None = loopback here, eth0 on a lab host

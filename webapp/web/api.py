@@ -26,7 +26,8 @@ SPEC_SCHEMA = {
                          "enum": ["server", "client", "spoofer", "stream", "listener",
                                   "broadcast", "mtu-probe", "multicast"]},
                 "name": {"type": "string", "description": "optional id for the worker"},
-                "host": {"type": "string", "default": "127.0.0.1"},
+                "host": {"type": "string", "default": "127.0.0.1",
+                         "description": "a name, an IPv4 or IPv6 literal (::1, fe80::1%eth0)"},
                 "port": {"oneOf": [{"type": "integer"}, {"type": "string"}], "default": 1060,
                          "description": "a number (0 = the OS picks) or a service name"},
                 "reply": {"type": "string", "enum": ["length", "echo", "none"]},
@@ -60,6 +61,8 @@ SPEC_SCHEMA = {
                         "description": "multicast: IP_MULTICAST_TTL (default 1)"},
                 "loop": {"type": "boolean", "description": "multicast: IP_MULTICAST_LOOP"},
                 "bind": {"type": "string", "description": "multicast: the address to send from"},
+                "v6only": {"type": "boolean", "description": "server, listener: "
+                           "IPV6_V6ONLY; off, :: is dual-stack"},
                 "where": {"type": "string",
                           "description": "a virtual LAN host (h1..h4); absent: this machine"},
                 "machine": {"type": "string",

@@ -10,7 +10,7 @@ from webapp.engine import groups
 from webapp.engine.events import Listening, Received, format_address
 from webapp.engine.payload import show
 from webapp.engine.specs import ListenerSpec
-from webapp.engine.udp import open_bound, short
+from webapp.engine.udp import dual_stack_note, mapped_note, open_bound, short
 from webapp.engine.workers.base import Worker
 
 
@@ -27,7 +27,7 @@ class ListenerWorker(Worker):
                                                                bool(spec.where))
         for group in spec.join:  # before anything is opened: a refusal leaves nothing behind
             self.policy.check_group(group, spec.interface, in_lab=bool(spec.where))
-        self.sock = open_bound(self.target, reuse_addr=True)
+        self.sock = open_bound(self.target, reuse_addr=True, v6only=spec.v6only)
         try:
             groups.set_multicast_all(self.sock, spec.multicast_all)
             for group in spec.join:
@@ -45,8 +45,9 @@ class ListenerWorker(Worker):
         if spec.multicast_all:
             joined += ("; IP_MULTICAST_ALL on: it also hears groups other sockets of this host "
                        "joined")
-        self.emit(Listening, f"Listening for datagrams at {format_address(self.local)}{joined}",
-                  local=self.local)
+        self.emit(Listening, f"Listening for datagrams at {format_address(self.local)}"
+                  f"{self.target.family_note()}{dual_stack_note(self.target, spec.v6only)}"
+                  f"{joined}", local=self.local, family=self.target.family_name)
 
     async def run(self) -> str:
         loop = asyncio.get_running_loop()
@@ -67,5 +68,6 @@ class ListenerWorker(Worker):
         if not self.shows():
             return
         text = show(data)
-        self.emit(Received, f"The client at {format_address(peer)} says: {text!r}",
+        self.emit(Received, f"The client at {format_address(peer)} says: {text!r}"
+                  f"{mapped_note(peer[0])}",
                   local=self.local, peer=peer, size=len(data), text=text)
