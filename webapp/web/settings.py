@@ -40,7 +40,7 @@ class Settings:
     allow_amplification: bool = False  # servers may answer real networks with more bytes
     replies_per_source: float = 100.0  # replies/s to one source on a real network
     max_workers: int = 64  # live workers at once
-    max_watchers: int = 32  # WebSocket watchers at once (page and JSON streams together)
+    max_watchers: int = 16  # WebSocket watchers with the token at once (page and JSON streams)
     data_dir: Path = field(default_factory=default_data_dir)  # the history database; --data-dir
     history_events: int = 10_000  # events kept per worker in the history (the newest)
     events_per_second: int = 1000  # datagrams each worker shows one by one a second; 0 = all
@@ -51,6 +51,8 @@ class Settings:
     header_timeout: float = 10.0  # seconds a connection may take to send a request's headers
     max_connections: int = 256  # open HTTP connections; past it the oldest idle one is closed
     keep_ended: int = 200  # ended workers kept on the dashboard, the newest (history keeps all)
+    max_viewers: int = 150  # read-only viewers' WebSocket watchers at once (a class of 100)
+    max_watchers_per_address: int = 8  # watchers of both kinds from one client address; 0: any
 
     @property
     def cookie_name(self) -> str:
