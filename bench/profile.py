@@ -32,7 +32,7 @@ def main() -> None:
                         help="how many watchers (default: 100 for fanout-*, else 1)")
     args = parser.parse_args()
     tools = build_c()
-    server = start_udplab(cpus="0")
+    server = start_udplab(cpus="0", args=("--max-watchers", "200"))  # 100 token watchers
     out = BUILD / f"profile-{args.case}{'' if args.watchers is None else f'-{args.watchers}'}.txt"
     load = spy = watchers = None
     try:
