@@ -22,6 +22,7 @@ Loopback only; every process started is bounded in time and stopped.
 """
 
 import argparse
+import itertools
 import json
 import shutil
 import socket
@@ -33,6 +34,7 @@ import httpx
 from common import (PY, BENCH, cpu_ns, end, machine, median, save, spawn_pinned, start_udplab,
                     stop_udplab, table)
 
+NAMES = itertools.count(1)  # a stopped worker keeps its name on the dashboard: a new one each
 SENDER_CPU = "0"
 RECEIVER_CPU = "1"
 
@@ -47,7 +49,7 @@ def udplab_case(server, api, size: int, seconds: float) -> dict:
     receiver = spawn_pinned(RECEIVER_CPU, [PY, str(BENCH / "plain_receiver.py"),
                                            4 * 1024 * 1024, seconds + 5],
                             stdout=subprocess.PIPE, text=True)
-    name = f"stream-{size}"
+    name = f"stream-{size}-{next(NAMES)}"
     try:
         port = int(receiver.stdout.readline())
         worker = api.post("/api/workers", json={"kind": "stream", "name": name,
