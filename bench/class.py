@@ -24,6 +24,7 @@ Needs `make test-setup` (playwright and /usr/bin/chromium). Loopback only; bound
 """
 
 import argparse
+import os
 import re
 import statistics
 import time
@@ -40,13 +41,27 @@ CPU = "0"
 VIEWER_CPU = "1"
 
 
+def run_queue_ns(pid: int) -> int:
+    """Time the threads of `pid` waited for a CPU while runnable (schedstat's second field):
+    on a shared machine, how much of a latency is the scheduler's."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
 def measured(server, page, api, blast, rate: int, seconds: float, name: str) -> dict:
     """One page.py case, with the udplab process's CPU share over it."""
     pid = server.proc.pid
-    ns0, t0 = cpu_ns(pid), time.perf_counter()
+    ns0, wait0, t0 = cpu_ns(pid), run_queue_ns(pid), time.perf_counter()
     result = one_rate(page, api, blast, rate, seconds, name=name)
-    ns1, t1 = cpu_ns(pid), time.perf_counter()
+    ns1, wait1, t1 = cpu_ns(pid), run_queue_ns(pid), time.perf_counter()
     result["cpu_pct"] = (ns1 - ns0) / 1e9 / (t1 - t0) * 100
+    result["run_queue_pct"] = (wait1 - wait0) / 1e9 / (t1 - t0) * 100
     result["wall_s"] = t1 - t0
     return result
 
@@ -68,7 +83,8 @@ def run(rate: int, seconds: float, viewers: int) -> dict:
                           lag=True, max_seconds=120) as class_:
                 connected = api.get("/api/stats").json()
                 time.sleep(0.5)
-                class_.stats("reset")
+                reset = class_.stats("reset")
+                t_class = time.perf_counter()
                 with_class = measured(server, page, api, blast, rate, seconds, "class-100")
                 # Each viewer's last counter: wait (bounded) until all show the API's.
                 deadline = time.monotonic() + 10
@@ -78,6 +94,7 @@ def run(rate: int, seconds: float, viewers: int) -> dict:
                             time.monotonic() > deadline:
                         break
                     time.sleep(0.2)
+                viewers_cpu = (seen["cpu_s"] - reset["cpu_s"]) / (time.perf_counter() - t_class)
             api.close()
             browser.close()
     finally:
@@ -94,7 +111,8 @@ def run(rate: int, seconds: float, viewers: int) -> dict:
             "median_viewer_p99_ms": statistics.median(lags) if lags else float("nan"),
             "viewer_counters_exact": all(c == with_class["received"]
                                          for c in seen["counter"]),
-            "watchers_cpu_pct": with_class["cpu_pct"] - alone["cpu_pct"]}
+            "watchers_cpu_pct": with_class["cpu_pct"] - alone["cpu_pct"],
+            "viewer_process_cpu_pct": viewers_cpu * 100}
 
 
 def report(res: dict) -> str:
@@ -103,11 +121,12 @@ def report(res: dict) -> str:
                      (f"teacher + {res['viewers']} viewers", res["class"])):
         rows.append([label, r["sent"], r["received"], r["kernel_drops"],
                      "yes" if r["counters_exact"] else "NO", r["p50_ms"], r["p99_ms"],
-                     r["click_max_ms"], f"{r['cpu_pct']:.1f}"])
+                     r["click_max_ms"], f"{r['cpu_pct']:.1f}", f"{r['run_queue_pct']:.0f}"])
     text = table(f"Class: the teacher's page (Chromium) and {res['viewers']} read-only viewers "
                  f"at {res['rate']:,} datagrams/s for {res['seconds']:g} s",
                  ["case", "sent", "received", "kernel drops", "card exact", "row p50 ms",
-                  "row p99 ms", "click max ms", "udplab CPU %"], rows)
+                  "row p99 ms", "click max ms", "udplab CPU %", "udplab run-queue wait %"],
+                 rows)
     rows_seen = res["viewer_rows"]
     text += (f"\nviewers connected {res['connected']['viewers']} (watchers in all "
              f"{res['connected']['watchers']}); viewers timed {res['viewers_timed']}; "
@@ -117,7 +136,8 @@ def report(res: dict) -> str:
              f"last counter = API: {'yes' if res['viewer_counters_exact'] else 'NO'}; "
              f"errors {res['viewer_errors'] or 'none'}"
              f"\nall the watchers together: {res['watchers_cpu_pct']:+.1f} % of one core "
-             f"(udplab CPU with the class minus without)")
+             f"(udplab CPU with the class minus without); the viewers' own process (100 "
+             f"clients, CPU {VIEWER_CPU}) used {res['viewer_process_cpu_pct']:.0f} % of a core")
     return text
 
 

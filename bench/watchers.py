@@ -55,7 +55,8 @@ class Totals:
     def to_dict(self, n: int) -> dict:
         out = {"watchers": n, "messages": self.messages, "bytes": self.bytes,
                "events": self.events, "dropped": self.dropped,
-               "last_message": self.last_message, "errors": self.errors[:5]}
+               "last_message": self.last_message, "errors": self.errors[:5],
+               "cpu_s": time.process_time()}  # this process's own CPU: is the client the limit?
         if self.lags or self.counter:
             out["lag_p99_ms"] = [p99(self.lags.get(i, [])) for i in range(n)]
             out["rows_seen"] = [len(self.lags.get(i, [])) for i in range(n)]
