@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="live workers at once (default 64)")
     limits.add_argument("--max-watchers", type=int, default=16, metavar="N",
                         help="WebSocket watchers with the token at once (default 16)")
-    limits.add_argument("--max-viewers", type=int, default=150, metavar="N",
+    limits.add_argument("--max-viewers", type=count, default=150, metavar="N",
                         help="read-only viewers' WebSocket watchers at once, counted apart "
                         "from the token's (default 150: a class of 100 and some spare)")
     limits.add_argument("--max-watchers-per-address", type=count, default=8, metavar="N",
