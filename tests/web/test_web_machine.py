@@ -194,12 +194,14 @@ def test_page_lists_interfaces_and_offers_their_addresses(api):
     broadcasts = parsed.datalists["broadcasts"]
     assert broadcasts[0] == LOOPBACK_BROADCAST
     assert LIMITED_BROADCAST not in broadcasts
+    assert parsed.datalists["groups"][:2] == ["239.255.0.1", "232.1.1.1"]
     # every host field offers the list: the addresses for binding and sending, or the
     # broadcast destinations in the Broadcast form
     host_inputs = [i for i in parsed.inputs if i.get("name") == "host"]
     assert len(host_inputs) >= 6
     for field in host_inputs:
-        want = "broadcasts" if field["form"] == "broadcast-form" else "hosts"
+        want = {"broadcast-form": "broadcasts", "multicast-form": "groups"}.get(field["form"],
+                                                                               "hosts")
         assert field.get("list") == want, field
 
 

@@ -9,6 +9,7 @@ import itertools
 from typing import Any
 
 from webapp.engine.errors import BadSpec, EngineError
+from webapp.engine.labmulticast import MULTICAST_SCENARIOS, MulticastScenarios
 
 SCENARIOS = {
     "exchange": "a client on h1 and a server on h2 exchange the book's datagrams",
@@ -17,8 +18,10 @@ SCENARIOS = {
     "binding": "a server on h2 bound to 127.0.0.1 is unreachable from h1; bound to 0.0.0.0 it is",
 }
 
+SCENARIOS |= MULTICAST_SCENARIOS
 
-class LabScenarios:
+
+class LabScenarios(MulticastScenarios):
     """Runs the lab's one-click experiments on a supervisor."""
 
     def __init__(self, supervisor):
@@ -27,7 +30,7 @@ class LabScenarios:
 
     async def run(self, name: str) -> dict[str, Any]:
         """Run scenario `name`; its steps, each with `outcome`, `ok` and `why`."""
-        play = getattr(self, f"_{name}", None)
+        play = getattr(self, f"_{name.replace('-', '_')}", None)
         if name not in SCENARIOS or play is None:
             raise BadSpec(f"Unknown lab scenario {name!r}: use one of {', '.join(SCENARIOS)}",
                           field="scenario")

@@ -114,7 +114,9 @@ class Supervisor:
         else:
             target = await resolve(spec.host, spec.port, passive=spec.kind in ("server", "listener"))
             local = self.policy.check(spec.kind, list(target.addresses or [target.address[0]]),
-                                      in_lab=bool(spec.where))
+                                      in_lab=bool(spec.where),
+                                      interface=getattr(spec, "interface", None),
+                                      ttl=getattr(spec, "ttl", None))
             if spec.where:
                 target = dataclasses.replace(target, netns=self.lab.host(spec.where).namespace)
         # From here to the insert nothing awaits: the id chosen is still free when it is used.

@@ -1,8 +1,12 @@
 """The receiver of listing 2-4: it binds with SO_REUSEADDR so that several can share a port,
-as several hosts on one LAN would, and reports every datagram without replying."""
+as several hosts on one LAN would, and reports every datagram without replying.
+
+It is also a multicast member: it joins the groups of its spec (source-specific when the spec
+names sources) and turns IP_MULTICAST_ALL off unless asked, so it hears only its own groups."""
 
 import asyncio
 
+from webapp.engine import groups
 from webapp.engine.events import Listening, Received, format_address
 from webapp.engine.payload import show
 from webapp.engine.specs import ListenerSpec
@@ -18,9 +22,30 @@ class ListenerWorker(Worker):
     spec: ListenerSpec
 
     def open(self) -> None:
+        spec = self.spec
+        interface = spec.interface or groups.default_interface(self.target.family,
+                                                               bool(spec.where))
+        for group in spec.join:  # before anything is opened: a refusal leaves nothing behind
+            self.policy.check_group(group, spec.interface, in_lab=bool(spec.where))
         self.sock = open_bound(self.target, reuse_addr=True)
+        try:
+            groups.set_multicast_all(self.sock, spec.multicast_all)
+            for group in spec.join:
+                groups.join(self.sock, group, interface, spec.sources)
+        except Exception:
+            self.sock.close()
+            self.sock = None
+            raise
         self.local = short(self.sock.getsockname())
-        self.emit(Listening, f"Listening for datagrams at {format_address(self.local)}",
+        joined = ""
+        if spec.join:
+            joined = f"; member of {', '.join(spec.join)} on {interface}"
+            if spec.sources:
+                joined += f", only from {', '.join(spec.sources)}"
+        if spec.multicast_all:
+            joined += ("; IP_MULTICAST_ALL on: it also hears groups other sockets of this host "
+                       "joined")
+        self.emit(Listening, f"Listening for datagrams at {format_address(self.local)}{joined}",
                   local=self.local)
 
     async def run(self) -> str:
