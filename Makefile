@@ -45,7 +45,7 @@ ifeq ($(origin PORT),command line)
 RUN_ARGS += --port $(PORT)
 endif
 
-.PHONY: setup run test-setup test bench chromium clean
+.PHONY: setup run test-setup test bench bench-tools chromium clean
 
 setup: $(INSTALL_STAMP) $(VENDOR_FILES)
 	@:
@@ -64,8 +64,20 @@ test: test-setup
 
 # Benchmarks (issue 8): C tools are built from bench/c/ into bench/build/ (git-ignored).
 # Exits 0 whether or not the targets hold (BENCH_ARGS=--strict: 1 if a benchmark failed to run).
-bench: test-setup
+bench: test-setup bench-tools
 	@$(VPY) bench/run.py $(BENCH_ARGS)
+
+# Debian's iperf3, the reference of the stream benchmark (issue 17); only `make bench` needs it.
+bench-tools:
+	@if ! command -v iperf3 >/dev/null; then \
+	  echo "bench: apt-get install iperf3"; \
+	  log=$$(mktemp); \
+	  if ! { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	         $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	           -o Dpkg::Use-Pty=0 iperf3; } >"$$log" 2>&1; then \
+	    cat "$$log" >&2; rm -f "$$log"; echo "error: apt-get failed to install iperf3" >&2; exit 1; fi; \
+	  rm -f "$$log"; \
+	fi
 
 # --- Python -------------------------------------------------------------------
 

@@ -165,10 +165,16 @@ class Watchers:
     `kind` is `json` (WS /api/events, Bearer) or `page` (WS /ws/page, cookie + Origin)."""
 
     def __init__(self, server: LiveServer, kind: str, n: int, cpus: str = "1",
-                 parse: bool = False, max_seconds: float = 120.0, deflate: bool = True):
+                 parse: bool = False, max_seconds: float = 120.0, deflate: bool = True,
+                 viewer_token: str | None = None, lag: bool = False):
         self.n = n
-        argv = [PY, str(BENCH / "watchers.py"), "--port", server.port, "--token", server.token,
+        argv = [PY, str(BENCH / "watchers.py"), "--port", server.port,
+                "--token", viewer_token or server.token,
                 "--kind", kind, "--n", n, "--max-seconds", max_seconds]
+        if viewer_token:
+            argv.append("--view")
+        if lag:
+            argv.append("--lag")
         if parse:
             argv.append("--parse")
         if not deflate:
@@ -187,9 +193,10 @@ class Watchers:
             return "(no answer)"
         return self.proc.stdout.readline().strip()
 
-    def stats(self) -> dict:
-        """Counts so far: messages, bytes, events (with --parse), dropped."""
-        self.proc.stdin.write("stats\n")
+    def stats(self, command: str = "stats") -> dict:
+        """Counts so far: messages, bytes, events (with --parse), dropped; `reset` also
+        forgets the row lags so far (--lag)."""
+        self.proc.stdin.write(f"{command}\n")
         self.proc.stdin.flush()
         return json.loads(self._line(timeout=10))
 

@@ -76,7 +76,7 @@ def one_case(server, api, tools, kind: str, n: int, rate: int, seconds: float,
 
 def run(rate: int, seconds: float, counts: list[int], deflate: bool = True) -> dict:
     tools = build_c()
-    server = start_udplab(cpus=CPU)
+    server = start_udplab(cpus=CPU, args=("--max-watchers", "200"))  # 100 token watchers
     cases = []
     try:
         api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=30)

@@ -1,16 +1,20 @@
 """Profile the udplab process under load with py-spy (`.venv/bin/pip install py-spy`).
 
-  .venv/bin/python bench/profile.py [--case ingest|echo|fanout-json|fanout-page] [--seconds 6]
+  .venv/bin/python bench/profile.py [--case ingest|echo|fanout-json|fanout-page|class|stream]
+                                    [--seconds 6]
 
 Starts a udplab on CPU 0, applies the load of the chosen case from CPU 1 (ingest: blast flat
 out to a server with reply none and 1 JSON watcher; echo: rt_client on CPU 0 to a server with
-reply length and 1 JSON watcher; fanout-*: 5 000/s with 100 watchers), records with
+reply length and 1 JSON watcher; fanout-*: 5 000/s with 100 watchers; class: 1 000/s with
+100 read-only page viewers; stream: a `stream` worker sending flat out to a plain receiver on
+CPU 1, no watcher), records with
 `py-spy record --format raw` (collapsed stacks, no idle frames) and prints the self and
 inclusive share of the top functions. Output in bench/build/profile-<case>.txt.
 """
 
 import argparse
 import collections
+import re
 import subprocess
 import time
 
@@ -26,13 +30,14 @@ PYSPY = Path(sys.executable).parent / "py-spy"
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", default="ingest",
-                        choices=("ingest", "echo", "fanout-json", "fanout-page"))
+                        choices=("ingest", "echo", "fanout-json", "fanout-page", "class",
+                                 "stream"))
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--watchers", type=int, default=None,
                         help="how many watchers (default: 100 for fanout-*, else 1)")
     args = parser.parse_args()
     tools = build_c()
-    server = start_udplab(cpus="0")
+    server = start_udplab(cpus="0", args=("--max-watchers", "200"))  # 100 token watchers
     out = BUILD / f"profile-{args.case}{'' if args.watchers is None else f'-{args.watchers}'}.txt"
     load = spy = watchers = None
     try:
@@ -42,14 +47,25 @@ def main() -> None:
                                               "host": "127.0.0.1", "reply": reply,
                                               "rcvbuf": 4194304}).json()["local"][1]
         n, kind = (100, args.case.split("-")[1]) if args.case.startswith("fanout") else (1, "json")
+        n, kind = (100, "page") if args.case == "class" else (n, kind)
+        n = 0 if args.case == "stream" else n
         n = n if args.watchers is None else args.watchers
-        watchers = Watchers(server, kind, n, cpus="1") if n else None
+        view = re.search(r"\?view=(\S+)", server.output()).group(1) \
+            if args.case == "class" else None
+        watchers = Watchers(server, kind, n, cpus="1", viewer_token=view) if n else None
         life = args.seconds + 2
-        if args.case == "echo":
+        if args.case == "stream":
+            load = spawn_pinned("1", [sys.executable, str(BUILD.parent / "plain_receiver.py"),
+                                      4194304, life + 5], stdout=subprocess.PIPE, text=True)
+            target = int(load.stdout.readline())
+            api.post("/api/workers", json={"kind": "stream", "name": "prof-stream",
+                                           "host": "127.0.0.1", "port": target, "size": 64,
+                                           "rate": 1_000_000, "count": 10_000_000})
+        elif args.case == "echo":
             load = spawn_pinned("0", [tools["rt_client"], port, life, 64, 200],
                                 stdout=subprocess.DEVNULL)
         else:
-            rate = 0 if args.case == "ingest" else 5000
+            rate = {"ingest": 0, "class": 1000}.get(args.case, 5000)
             load = spawn_pinned("1", [tools["blast"], port, 64, life, rate],
                                 stdout=subprocess.DEVNULL)
         time.sleep(0.5)

@@ -1,7 +1,7 @@
 """The benchmark suite (`make bench`): every benchmark in turn, each in its own process with a
-time limit, then one summary table against the targets of issue 8.
+time limit, then one summary table against the targets of issues 8 and 17.
 
-  .venv/bin/python bench/run.py [--only echo,ingest,fanout,page,memory] [--quick]
+  .venv/bin/python bench/run.py [--only echo,ingest,fanout,page,memory,class,stream] [--quick]
 
 Exits 0 whether or not the targets hold (the table says which), and also when a benchmark
 failed to run (its row in the summary says FAILED, with the reason above); with --strict, a
@@ -23,6 +23,8 @@ SUITE = {  # name: (arguments, time limit in seconds)
     "fanout": (["--rate", "5000", "--seconds", "2"], 150),
     "page": (["--rates", "1000,100000", "--seconds", "3"], 90),
     "memory": (["--workers", "1000"], 90),
+    "class": (["--rate", "1000", "--seconds", "3", "--viewers", "100"], 150),
+    "stream": (["--seconds", "2", "--rounds", "2"], 120),
 }
 QUICK = {
     "echo": ["--rounds", "2", "--seconds", "1"],
@@ -30,6 +32,8 @@ QUICK = {
     "fanout": ["--rate", "2000", "--seconds", "1", "--watchers", "0,1,10"],
     "page": ["--rates", "1000,100000", "--seconds", "2"],
     "memory": ["--workers", "200"],
+    "class": ["--rate", "1000", "--seconds", "2", "--viewers", "100"],
+    "stream": ["--seconds", "1", "--rounds", "1"],
 }
 
 
@@ -116,6 +120,35 @@ def summary(results: dict) -> list[list]:
             text += f"; HTTP {memory['refusal']['status']} at #{memory['refusal']['at']}"
         rows.append(["memory", "RSS per idle listener worker", text, "<= 8 KiB",
                      verdict(per <= 8 and memory["started"] >= 1000)])
+    class_ = results.get("class")
+    if class_:
+        r = class_["class"]
+        rows.append(["class", f"teacher's row p99 with {class_['viewers']} viewers at "
+                     f"{class_['rate']:,}/s", f"{r['p99_ms']:.0f} ms (alone "
+                     f"{class_['alone']['p99_ms']:.0f} ms)", "<= 70 ms",
+                     verdict(r["p99_ms"] <= 70)])
+        worst = class_["worst_viewer_p99_ms"]
+        timed = class_["viewers_timed"] == class_["viewers"]
+        rows.append(["class", "every viewer's update lag p99 (worst | median)",
+                     f"{worst:.0f} | {class_['median_viewer_p99_ms']:.0f} ms "
+                     f"({class_['viewers_timed']} of {class_['viewers']} timed)", "<= 250 ms",
+                     verdict(timed and worst <= 250)])
+        exact = r["counters_exact"] and class_["viewer_counters_exact"] and \
+            r["api_equals_sent_minus_drops"]
+        rows.append(["class", "counters exact at the end (API, card, every viewer)",
+                     f"{'yes' if exact else 'no'} (API {r['received']:,} of {r['sent']:,} "
+                     f"sent, kernel drops {r['kernel_drops']:,})", "exact", verdict(exact)])
+        pct = class_["watchers_cpu_pct"]
+        rows.append(["class", f"all {class_['viewers']} viewers' CPU in udplab",
+                     f"{pct:.1f} % of one core", "<= 10 %", verdict(pct <= 10)])
+    stream = results.get("stream")
+    if stream:
+        for c in stream["cases"]:
+            rows.append(["stream", f"sender / iperf3 -u, {c['size']} B (datagrams/s; per "
+                         "CPU-second)", f"{c['ratio']:.2f}x ({fmt(c['udplab_rate'])} vs "
+                         f"{fmt(c['iperf3_rate'])}); {c['core_ratio']:.2f}x "
+                         f"({fmt(c['udplab_per_core'])} vs {fmt(c['iperf3_per_core'])})",
+                         ">= 0.8x", verdict(c["ratio"] >= 0.8 and c["core_ratio"] >= 0.8)])
     return rows
 
 
@@ -151,7 +184,7 @@ def main() -> int:
     print()
     rows = summary(results) + [[name, "(did not run to the end: see its output above)", "",
                                 "", "FAILED"] for name in failed]
-    print(table(f"Summary (issue 8 targets) — {machine()}; load average at end {load()}; "
+    print(table(f"Summary (issue 8 and 17 targets) — {machine()}; load average at end {load()}; "
                 f"suite {time.monotonic() - started:.0f} s",
                 ["benchmark", "measure", "measured", "target", "verdict"], rows))
     if failed:

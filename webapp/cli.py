@@ -73,8 +73,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default 100)")
     limits.add_argument("--max-workers", type=int, default=64, metavar="N",
                         help="live workers at once (default 64)")
-    limits.add_argument("--max-watchers", type=int, default=32, metavar="N",
-                        help="WebSocket watchers at once (default 32)")
+    limits.add_argument("--max-watchers", type=int, default=16, metavar="N",
+                        help="WebSocket watchers with the token at once (default 16)")
+    limits.add_argument("--max-viewers", type=count, default=150, metavar="N",
+                        help="read-only viewers' WebSocket watchers at once, counted apart "
+                        "from the token's (default 150: a class of 100 and some spare)")
+    limits.add_argument("--max-watchers-per-address", type=count, default=8, metavar="N",
+                        help="WebSocket watchers of both kinds from one client address "
+                        "(default 8; 0: no per-address limit)")
     limits.add_argument("--keep-ended", type=count, default=200, metavar="N",
                         help="ended workers kept on the dashboard, the newest; older ones "
                         "are cleared from it, the History page keeps them all (default 200)")
@@ -201,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         replies_per_source=args.replies_per_source,
         max_workers=args.max_workers,
         max_watchers=args.max_watchers,
+        max_viewers=args.max_viewers,
+        max_watchers_per_address=args.max_watchers_per_address,
         keep_ended=args.keep_ended,
         max_token_failures=args.max_token_failures,
         max_token_failures_total=args.max_token_failures_total,

@@ -105,6 +105,7 @@ async def stats(request: Request, supervisor: SupervisorDep) -> dict[str, Any]:
         "workers": len(supervisor.workers),
         "alive": sum(1 for w in supervisor.workers.values() if w.alive),
         "watchers": request.app.state.watchers,
+        "viewers": request.app.state.watcher_kinds["viewers"],
         "tasks": len(asyncio.all_tasks()),
         "open_files": fds,
         "rss_bytes": rss,

@@ -80,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.watchers = 0
+    app.state.watcher_kinds = {"viewers": 0, "drivers": 0}  # counted apart, each with its cap
+    app.state.watcher_addresses = {}  # client address -> its watchers (a per-address cap)
     env = make_environment(settings.templates_dir)
     app.state.renderer = Renderer(env)
 

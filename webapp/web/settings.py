@@ -41,7 +41,7 @@ class Settings:
     allow_amplification: bool = False  # servers may answer real networks with more bytes
     replies_per_source: float = 100.0  # replies/s to one source on a real network
     max_workers: int = 64  # live workers at once
-    max_watchers: int = 32  # WebSocket watchers at once (page and JSON streams together)
+    max_watchers: int = 16  # WebSocket watchers with the token at once (page and JSON streams)
     data_dir: Path = field(default_factory=default_data_dir)  # the history database; --data-dir
     history_events: int = 10_000  # events kept per worker in the history (the newest)
     events_per_second: int = 1000  # datagrams each worker shows one by one a second; 0 = all
@@ -54,6 +54,8 @@ class Settings:
     keep_ended: int = 200  # ended workers kept on the dashboard, the newest (history keeps all)
     nats_url: str | None = None  # --nats: join a fleet of lab machines (several machines)
     nats_creds: Path | None = None  # --creds: the dashboard's credentials from fleet init
+    max_viewers: int = 150  # read-only viewers' WebSocket watchers at once (a class of 100)
+    max_watchers_per_address: int = 8  # watchers of both kinds from one client address; 0: any
 
     @property
     def cookie_name(self) -> str:

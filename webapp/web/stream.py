@@ -133,14 +133,18 @@ async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
                 else:
                     await websocket.send_text(hub.merge([parts for _, parts, _ in group]))
 
-    state, limit = websocket.app.state, websocket.app.state.settings.max_watchers
-    if state.watchers >= limit:
-        await websocket.send_denial_response(JSONResponse(
-            {"error": f"{state.watchers} watchers are connected, the most this dashboard "
-                      "allows: close a tab, or start udplab with a higher --max-watchers"},
-            status_code=429))
+    state = websocket.app.state
+    viewer = getattr(websocket.state, "udplab_auth", None) == "viewer"
+    address = websocket.client.host if websocket.client else ""
+    # Check and count with no await between: 150 handshakes at once cannot slip past a cap.
+    refusal = _refusal(state, viewer, address)
+    if refusal:
+        await websocket.send_denial_response(JSONResponse({"error": refusal}, status_code=429))
         return
+    kind = "viewers" if viewer else "drivers"
     state.watchers += 1
+    state.watcher_kinds[kind] += 1
+    state.watcher_addresses[address] = state.watcher_addresses.get(address, 0) + 1
     tasks: list[asyncio.Task] = []
     try:
         await websocket.accept()
@@ -149,6 +153,10 @@ async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         state.watchers -= 1
+        state.watcher_kinds[kind] -= 1
+        left = state.watcher_addresses.pop(address) - 1
+        if left:
+            state.watcher_addresses[address] = left
         hub.outboxes.discard(outbox)
         for task in tasks:
             task.cancel()
@@ -157,6 +165,29 @@ async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
                 outcome, WebSocketDisconnect | RuntimeError | OSError
             ):
                 raise outcome
+
+
+def _refusal(state: Any, viewer: bool, address: str) -> str | None:
+    """Why one more watcher may not connect, naming the flag that allows it; None: it may.
+
+    Read-only viewers (a class) and token holders (the teacher's tabs and scripts) are
+    counted apart, so a full class never locks the teacher out; one address may hold only a
+    few, so one runaway tab or script cannot take every slot."""
+    settings = state.settings
+    if viewer and state.watcher_kinds["viewers"] >= settings.max_viewers:
+        return (f"{state.watcher_kinds['viewers']} read-only viewers are connected, the most "
+                "this dashboard allows: close a viewer tab, or start udplab with a higher "
+                "--max-viewers")
+    if not viewer and state.watcher_kinds["drivers"] >= settings.max_watchers:
+        return (f"{state.watcher_kinds['drivers']} watchers with the token are connected, the "
+                "most this dashboard allows: close a tab, or start udplab with a higher "
+                "--max-watchers")
+    per_address = settings.max_watchers_per_address
+    if per_address and state.watcher_addresses.get(address, 0) >= per_address:
+        return (f"{state.watcher_addresses[address]} watchers are connected from {address}, "
+                "the most one address may have: close a tab there, or start udplab with a "
+                "higher --max-watchers-per-address")
+    return None
 
 
 def json_hub(supervisor: Supervisor, settings: Settings) -> Hub:
