@@ -268,16 +268,18 @@ async def _lab_action(request: Request, supervisor, renderer, action) -> Respons
         error = exc.message
     if request.headers.get("hx-request") != "true":
         return RedirectResponse("/#lab", status_code=303)
-    # On success the whole page reloads, so every form offers (or stops offering) the hosts.
-    headers = {} if error else {"HX-Refresh": "true"}
-    return HTMLResponse(_lab_fragment(renderer, supervisor, error=error), headers=headers)
+    # Every form's "On" field follows the lab, swapped in place: a page reload would wipe
+    # what the person typed in the other forms and close the panels they opened.
+    where = renderer.env.get_template("partials/_where.html").render(
+        lab=supervisor.lab.to_dict(), where=None)
+    return HTMLResponse(_lab_fragment(renderer, supervisor, error=error)
+                        + f'<div hx-swap-oob="innerHTML:.where-field">{where}</div>')
 
 
 @router.post("/lab")
 async def build_lab_from_page(request: Request, supervisor: SupervisorDep,
                               renderer: RendererDep) -> Response:
-    """The Lab panel's Build button. (The whole page reloads on the next visit so the forms
-    offer the lab's hosts; htmx swaps the panel now.)"""
+    """The Lab panel's Build button: htmx swaps the panel and every form's "On" field."""
     return await _lab_action(request, supervisor, renderer, supervisor.build_lab)
 
 
