@@ -16,7 +16,7 @@ from webapp.engine.errors import BadSpec, Conflict, TooMany, UnknownWorker
 from webapp.engine.events import Address, Error, Event, Removed, Stopped
 from webapp.engine.lab import Lab
 from webapp.engine.policy import Policy
-from webapp.engine.specs import SpooferSpec, parse_spec
+from webapp.engine.specs import SpooferSpec, kind_name, parse_spec
 from webapp.engine.udp import Target, resolve
 from webapp.engine.workers import WORKER_CLASSES, Worker
 
@@ -183,7 +183,8 @@ class Supervisor:
         worker.close()
         worker.state = state
         worker.ended = time.time()
-        worker.emit(Stopped, f"{worker.kind.capitalize()} {worker.id} {state}", state=state)
+        worker.emit(Stopped, f"{kind_name(worker.kind, first=True)} {worker.id} {state}",
+                    state=state)
 
     def get(self, worker_id: str) -> Worker:
         """The worker with this id, or `UnknownWorker`."""
@@ -191,7 +192,7 @@ class Supervisor:
             return self.workers[worker_id]
         except KeyError:
             raise UnknownWorker(
-                f"There is no worker {worker_id!r}: list them with GET /api/workers"
+                f"There is no worker {worker_id!r}: it was removed, or never started"
             ) from None
 
     def pause(self, worker_id: str) -> Worker:
@@ -223,7 +224,7 @@ class Supervisor:
         """Stop a worker and forget it, events and all."""
         worker = await self.stop(worker_id)
         del self.workers[worker_id]
-        worker.emit(Removed, f"{worker.kind.capitalize()} {worker_id} removed")
+        worker.emit(Removed, f"{kind_name(worker.kind, first=True)} {worker_id} removed")
         return worker
 
     async def remove_ended(self) -> list[str]:
