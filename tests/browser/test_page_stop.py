@@ -9,6 +9,7 @@ import time
 
 import pytest
 from dashboard import open_dashboard, unique
+from live import start_server, stop_and_check
 from playwright.sync_api import expect
 
 ROUNDS = 5
@@ -129,4 +130,35 @@ def test_a_card_keeps_its_elements_while_it_updates(page, live):
             assert kept, "the card or its Stop button was replaced while the worker ran"
         finally:
             api.stop_started()
+    assert page.console_errors == []
+
+
+@pytest.fixture
+def own(tmp_path):
+    """A udplab of this test's own: its cards alone on the page, in a known order."""
+    server = start_server(tmp_path / "udplab")
+    yield server
+    stop_and_check(server)
+
+
+def test_no_stop_button_moves_while_a_client_runs(page, own):
+    """A client's card fills in its backoff timeline as it sends: the cards below it (the
+    next row of the grid) must not move down under the pointer meanwhile."""
+    page.set_viewport_size({"width": 1280, "height": 720})
+    open_dashboard(page, own)
+    with own.client() as api:
+        server = api.start(kind="server", name="first", port=0)
+        api.start(kind="client", name="sender", port=server["local"][1], count=8,
+                  interval=0.2)
+        for name in ("third", "fourth", "fifth"):  # the rows below
+            api.start(kind="server", name=name, port=0)
+        stops = page.locator(".card button.stop")
+        expect(stops).to_have_count(5)
+        expect(page.locator("#worker-sender [data-counter=sent]")).to_have_text("1")
+        before = [b.bounding_box() for b in stops.all()]
+        expect(page.locator("#worker-sender .state")).to_have_text("finished")
+        after = [b.bounding_box() for b in stops.all()]
+        assert page.locator("#worker-sender .backoff li").count() == 8
+        assert after == before, "a Stop button moved while the client ran"
+        api.stop_started()
     assert page.console_errors == []
