@@ -8,20 +8,13 @@ under `Referrer-Policy: no-referrer` Chromium sends a page's own form posts with
 import re
 import time
 
-import pytest
-from live import start_server, stop_and_check
+from own_server import own  # noqa: F401 (a fixture)
 from playwright.sync_api import expect
 from test_page_recipes import assert_clean, viewer_token, watch
 
 REFUSED = re.compile("Refused|read-only viewer link|needs its token")
 
 
-@pytest.fixture
-def own(tmp_path):
-    """A udplab of this test's own: its sessions may be deleted without touching others'."""
-    server = start_server(tmp_path / "udplab", args=("--data-dir", str(tmp_path / "data")))
-    yield server
-    stop_and_check(server)
 
 
 def exchange(http, name: str) -> int:

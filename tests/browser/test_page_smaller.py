@@ -3,6 +3,7 @@ or broken into pieces (checked by the boxes the browser lays out, at the issue's
 
 import pytest
 from dashboard import open_dashboard, unique
+from own_server import own  # noqa: F401 (a fixture)
 from playwright.sync_api import expect
 
 SIZES = {"projector": (1280, 720), "wide": (1920, 1080), "phone": (390, 844)}
@@ -25,9 +26,9 @@ CUT = """(el) => {
 }"""
 
 
-def test_s_pauses_the_newest_server(page, live):
-    open_dashboard(page, live)
-    with live.client() as api:
+def test_s_pauses_the_newest_server(page, own):
+    open_dashboard(page, own)
+    with own.client() as api:
         old = api.start(kind="server", name=unique("s-old"), port=0)
         new = api.start(kind="server", name=unique("s-new"), port=0)
         try:
@@ -46,10 +47,10 @@ def test_s_pauses_the_newest_server(page, live):
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_server_card_streams_and_counters_are_whole(page, live, size):
+def test_server_card_streams_and_counters_are_whole(page, own, size):
     page.set_viewport_size(dict(zip(("width", "height"), SIZES[size])))
-    open_dashboard(page, live)
-    with live.client() as api:
+    open_dashboard(page, own)
+    with own.client() as api:
         server = api.start(kind="server", name=unique("whole"), port=0, reply="echo",
                            rcvbuf=4 * 1024 * 1024)
         try:
@@ -80,11 +81,11 @@ def test_server_card_streams_and_counters_are_whole(page, live, size):
     assert page.console_errors == []
 
 
-def test_a_long_worker_name_stays_in_its_log_column(page, live):
-    open_dashboard(page, live)
+def test_a_long_worker_name_stays_in_its_log_column(page, own):
+    open_dashboard(page, own)
     name = unique("a-long-worker-name-for-the-log-columns")  # 47 of the 48 allowed
     assert len(name) <= 48
-    with live.client() as api:
+    with own.client() as api:
         api.start(kind="server", name=name, port=0)
         try:
             row = page.locator("#log-rows tr", has=page.locator("td.w", has_text=name)).first

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from dashboard import open_dashboard, unique
-from live import start_server, stop_and_check
+from own_server import own  # noqa: F401 (a fixture)
 from playwright.sync_api import expect
 
 ROUNDS = 5
@@ -47,10 +47,10 @@ def wait_busy(page, card, counter: str, timeout: float = 5.0) -> None:
 
 
 @pytest.mark.parametrize("busy", list(BUSY))
-def test_one_press_stops_a_busy_worker(page, live, busy):
-    open_dashboard(page, live)
+def test_one_press_stops_a_busy_worker(page, own, busy):
+    open_dashboard(page, own)
     stopped = 0
-    with live.client() as api:
+    with own.client() as api:
         server = api.start(kind="server", name=unique("stop-target"), port=0)
         try:
             for _ in range(ROUNDS):
@@ -83,10 +83,10 @@ def test_one_press_stops_a_busy_worker(page, live, busy):
     assert page.console_errors == []
 
 
-def test_double_click_on_stop_opens_nothing(page, live):
+def test_double_click_on_stop_opens_nothing(page, own):
     """The second click of a double click lands where Stop was: nothing else is there."""
-    open_dashboard(page, live)
-    with live.client() as api:
+    open_dashboard(page, own)
+    with own.client() as api:
         server = api.start(kind="server", name=unique("dbl-target"), port=0)
         try:
             name = unique("dbl-flood")
@@ -109,10 +109,10 @@ def test_double_click_on_stop_opens_nothing(page, live):
     assert page.console_errors == []
 
 
-def test_a_card_keeps_its_elements_while_it_updates(page, live):
+def test_a_card_keeps_its_elements_while_it_updates(page, own):
     """Morphed, not replaced: the Stop button and the card are the same nodes after updates."""
-    open_dashboard(page, live)
-    with live.client() as api:
+    open_dashboard(page, own)
+    with own.client() as api:
         server = api.start(kind="server", name=unique("keep-target"), port=0)
         try:
             name = unique("keep-flood")
@@ -133,12 +133,6 @@ def test_a_card_keeps_its_elements_while_it_updates(page, live):
     assert page.console_errors == []
 
 
-@pytest.fixture
-def own(tmp_path):
-    """A udplab of this test's own: its cards alone on the page, in a known order."""
-    server = start_server(tmp_path / "udplab")
-    yield server
-    stop_and_check(server)
 
 
 def test_no_stop_button_moves_while_a_client_runs(page, own):
