@@ -67,6 +67,15 @@ def test_lab_build_and_teardown_keep_typed_values_and_open_panels(page, live):
             expect(page.locator(f"{form} select[name=where]")).to_have_count(0)
         assert_kept(page)
         assert page.console_errors == []
+        # the lab is down now: a probe to its far host says so (not "--allow-net")
+        mtu = page.locator("#mtu-form")
+        mtu.locator("input[name=host]").fill("198.18.2.4")
+        mtu.get_by_role("button", name="Probe the MTU").click()
+        expect(page.locator("#mtu-result .error")).to_contain_text(
+            "the virtual LAN is down: build it first")
+        expect(page.locator("#mtu-result")).not_to_contain_text("--allow-net")
+        # Chromium logs the refusal's 403 itself; nothing else may be there
+        assert [e for e in page.console_errors if "status of 403" not in e] == []
     finally:
         with live.client() as api:
             assert api.delete("/api/lab").status_code == 200
