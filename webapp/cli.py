@@ -2,9 +2,7 @@
 
 import argparse
 import ipaddress
-import logging
 import os
-import re
 import secrets
 import signal
 import socket
@@ -15,22 +13,8 @@ import uvicorn
 
 from webapp.engine.history import default_data_dir
 from webapp.engine.interfaces import ipv4_addresses
+from webapp.serve import Redactor, protocol_class
 from webapp.web import Settings, create_app
-
-TOKEN_IN_URL = re.compile(r"(token|view)=[^&\s]*")
-
-
-class RedactToken(logging.Filter):
-    """Keeps the token out of the log: `/?token=…` is logged as `/?token=(hidden)`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                TOKEN_IN_URL.sub(r"\1=(hidden)", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        return True
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -81,9 +65,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="live workers at once (default 64)")
     limits.add_argument("--max-watchers", type=int, default=32, metavar="N",
                         help="WebSocket watchers at once (default 32)")
-    limits.add_argument("--max-token-failures", type=int, default=5, metavar="N",
-                        help="wrong tokens per client address per minute before refusing it "
-                        "(default 5; each one is answered more slowly; 0 turns this off)")
+    limits.add_argument("--keep-ended", type=count, default=200, metavar="N",
+                        help="ended workers kept on the dashboard, the newest; older ones "
+                        "are cleared from it, the History page keeps them all (default 200)")
+    limits.add_argument("--max-token-failures", type=count, default=10, metavar="N",
+                        help="wrong tokens per client address per minute; past it that "
+                        "address's tokens wait in a slow lane (default 10; each wrong one is "
+                        "answered more slowly; a right token always gets in; 0 turns this off)")
+    limits.add_argument("--max-token-failures-total", type=count, default=100, metavar="N",
+                        help="wrong tokens per minute from all addresses together; past it "
+                        "every address that has not shown the right token lately waits in "
+                        "the slow lane (default 100; 0: no app-wide budget)")
+    limits.add_argument("--max-body", type=size, default=512 * 1024, metavar="BYTES",
+                        help="largest request body, refused with 413 (default 524288, 512 KiB)")
+    limits.add_argument("--max-import", type=size, default=32 * 2**20, metavar="BYTES",
+                        help="largest history import, refused with 413 "
+                        "(default 33554432, 32 MiB)")
+    limits.add_argument("--header-timeout", type=seconds, default=10.0, metavar="S",
+                        help="seconds a connection may take to send a request's headers "
+                        "before it is closed (default 10)")
+    limits.add_argument("--max-connections", type=connections, default=256, metavar="N",
+                        help="open HTTP connections; past it the one idle longest is closed "
+                        "(default 256)")
     return parser.parse_args(argv)
 
 
@@ -95,6 +98,33 @@ def count(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return value
+
+
+def size(text: str) -> int:
+    """A byte count of at least 1 KiB (for argparse)."""
+    value = count(text)
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small: give at least 1024 bytes")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration of more than 0 seconds (for argparse)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def connections(text: str) -> int:
+    """A connection cap a browser can live with: at least 16 (for argparse)."""
+    value = count(text)
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is too few: give at least 16 connections")
     return value
 
 
@@ -150,11 +180,19 @@ def main(argv: list[str] | None = None) -> int:
         replies_per_source=args.replies_per_source,
         max_workers=args.max_workers,
         max_watchers=args.max_watchers,
+        keep_ended=args.keep_ended,
         max_token_failures=args.max_token_failures,
+        max_token_failures_total=args.max_token_failures_total,
+        max_body=args.max_body,
+        max_import_body=args.max_import,
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections,
         data_dir=args.data_dir or default_data_dir(),
         history_events=args.history_events,
         events_per_second=args.events_per_second,
     )
+    # Before anything logs: no log record of this process ever shows either token.
+    Redactor(settings.token, settings.viewer_token).install()
     app = create_app(settings)
 
     try:
@@ -172,9 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         # Compressing every copy of every message for every watcher costs more CPU than the
         # loopback or LAN bandwidth it saves.
         ws_per_message_deflate=False,
+        # Slow-loris: each request's headers within --header-timeout and 64 KiB, idle
+        # keep-alive connections closed after 5 s, at most --max-connections open (the one
+        # idle longest gives way, so the real user still gets in); past twice that, busy
+        # ones included, uvicorn answers 503.
+        http=protocol_class(settings.header_timeout, settings.max_connections),
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,
+        limit_concurrency=2 * settings.max_connections,
     )
     server = uvicorn.Server(config)
-    logging.getLogger("uvicorn.access").addFilter(RedactToken())
 
     print(f"UDP Lab is running. Open this URL (it holds the access token):\n\n"
           f"    {settings.base_url}?token={settings.token}\n\n"

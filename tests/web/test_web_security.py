@@ -94,7 +94,11 @@ def test_wrong_bearer_token_is_refused(live, header):
 
 def test_wrong_cookie_is_refused(live):
     with live.client(auth=False, headers={"Cookie": f"{live.cookie_name}=wrong"}) as http:
-        assert http.get("/api/workers").status_code == 401
+        refused = http.get("/api/workers")
+        assert refused.status_code == 401
+        # Our cookie with another value is what a tab of an earlier run sends: say so.
+        assert "earlier run of udplab" in refused.json()["error"]
+        assert "earlier run of udplab" in http.get("/").text
     # The cookie of another instance (another port) is not this one's session either.
     other = f"udplab_{live.port + 1}={live.token}"
     with live.client(auth=False, headers={"Cookie": other}) as http:

@@ -4,6 +4,22 @@ What the network does (timeouts, refusals, impostors) is reported as events, nev
 Each error carries the HTTP-ish `status` the web layer maps it to, in one place.
 """
 
+import re
+
+ECHO_LIMIT = 100  # characters of a quoted value that a message may repeat
+MESSAGE_LIMIT = 2000  # characters of any message, whatever it quotes
+QUOTED = re.compile("'[^']{%d,}'|\"[^\"]{%d,}\"" % (ECHO_LIMIT, ECHO_LIMIT))
+
+
+def bounded(message: str) -> str:
+    """`message` repeating at most ECHO_LIMIT characters of any value it quotes (a 1 MB
+    name is refused in a line, not echoed back whole), and at most MESSAGE_LIMIT in all."""
+    def shorten(match: re.Match) -> str:
+        value = match.group(0)
+        return f"{value[:ECHO_LIMIT]}…{value[0]} ({len(value) - 2} characters)"
+    message = QUOTED.sub(shorten, message)
+    return message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "…"
+
 
 class EngineError(Exception):
     """Base of every error the engine raises on purpose; `str()` is a sentence for people."""
@@ -11,6 +27,7 @@ class EngineError(Exception):
     status = 400
 
     def __init__(self, message: str, *, field: str | None = None):
+        message = bounded(message)  # every page and every JSON error shows this one
         super().__init__(message)
         self.message = message
         self.field = field

@@ -6,6 +6,11 @@ worker thread, never from the event loop (see `webapp.engine.recorder`).
 
 Schema versions live in `PRAGMA user_version`. An older database is migrated in place; one
 from a newer UDP Lab (or not ours) raises `HistoryUnavailable`, naming the file and the fix.
+
+One app writes a file at a time: the store holds the file's lock for its life (see
+`webapp.engine.historyfile`) and a second app gets `HistoryInUse` (two writers deleted each
+other's live sessions). A file that fails `PRAGMA quick_check` at start-up is moved aside as
+`<file>.damaged-<time>` and a fresh one started; `notice` says so.
 """
 
 import json
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webapp.engine import historyfile
 from webapp.engine.errors import EngineError
 
 FILENAME = "history.sqlite3"
@@ -71,6 +77,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sessions ADD COLUMN label TEXT NOT NULL DEFAULT '';
     ALTER TABLE sessions ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
     """,
+    # 2 -> 3: an import is written in batches as it streams in; its session stays hidden
+    # (complete = 0) until the last batch, and is swept away at start-up if the app died first.
+    """
+    ALTER TABLE sessions ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -79,6 +90,10 @@ class HistoryUnavailable(EngineError):
     """The history database cannot be used (newer schema, not a database, no permission)."""
 
     status = 503
+
+
+class HistoryInUse(HistoryUnavailable):
+    """Another UDP Lab holds the history file's lock."""
 
 
 class UnknownHistory(EngineError):
@@ -123,24 +138,81 @@ class HistoryStore:
     def __init__(self, path: Path, *, cap: int = 10_000):
         self.path = Path(path)
         self.cap = cap
+        self.notice: str | None = None  # what start-up had to do, for people (a damaged file)
+        self.migrated_from = SCHEMA_VERSION
+        self._lock_fd: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
+            self._lock_fd = historyfile.lock(self.path)
+        except historyfile.LockHeld as held:
+            raise HistoryInUse(
+                f"The history file {self.path} is in use by another udplab (pid {held.pid}), "
+                "so history is off in this one: start this one with --data-dir pointing "
+                "elsewhere") from None
+        except OSError as exc:
             raise HistoryUnavailable(
                 f"Cannot open the history database {self.path}: {exc}. Check that the folder "
                 "is writable, or start udplab with --data-dir pointing elsewhere") from None
         try:
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            self.db.close()
-            raise HistoryUnavailable(
-                f"{self.path} is not a UDP Lab history database ({exc}): move it away, or "
-                "start udplab with --data-dir pointing elsewhere") from None
-        except HistoryUnavailable:
-            self.db.close()
+            self.db = self._open()
+        except BaseException:
+            self._unlock()
             raise
-        self.db.execute("PRAGMA foreign_keys = ON")
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, check, migrate; a damaged file is moved aside once and a fresh one made."""
+        for attempt in range(2):
+            if not historyfile.writable(self.path):
+                raise self._read_only()
+            try:
+                self.db = sqlite3.connect(self.path, check_same_thread=False,
+                                          isolation_level=None)
+            except (OSError, sqlite3.Error) as exc:
+                raise HistoryUnavailable(
+                    f"Cannot open the history database {self.path}: {exc}. Check that the "
+                    "folder is writable, or start udplab with --data-dir pointing elsewhere"
+                ) from None
+            try:
+                newer = self.db.execute("PRAGMA user_version").fetchone()[0] > SCHEMA_VERSION
+                # A newer UDP Lab's file is refused untouched (by _migrate), never moved.
+                damage = None if newer else historyfile.damage(self.db)
+                if damage is None:
+                    self._migrate()
+                    self.db.execute("PRAGMA foreign_keys = ON")
+                    self._sweep_imports()
+                    return self.db
+            except sqlite3.DatabaseError as exc:
+                self.db.close()
+                if historyfile.is_read_only(exc):
+                    raise self._read_only() from None
+                raise HistoryUnavailable(
+                    f"{self.path} is not a UDP Lab history database ({exc}): move it away, "
+                    "or start udplab with --data-dir pointing elsewhere") from None
+            except HistoryUnavailable:
+                self.db.close()
+                raise
+            self.db.close()
+            if attempt:
+                break
+            aside = historyfile.move_aside(self.path)
+            self.notice = (f"The history file {self.path} was damaged ({damage}): it was moved "
+                           f"aside to {aside} and a fresh history started. The old sessions "
+                           "are in that copy (sqlite3's .recover may save some of them)")
+        raise HistoryUnavailable(f"The history database {self.path} is damaged again right "
+                                 "after a fresh start: check the disk, or start udplab with "
+                                 "--data-dir pointing elsewhere")
+
+    def _read_only(self) -> HistoryUnavailable:
+        return HistoryUnavailable(
+            f"The history database {self.path} is read-only, so history is off: make it "
+            f"writable (chmod u+w {self.path}; chattr -i if it is immutable; or remount its "
+            "file system read-write), or start udplab with --data-dir pointing elsewhere")
+
+    def _sweep_imports(self) -> None:
+        # An import the app did not live to finish: its half is not a session anyone made.
+        self.db.executescript(
+            "BEGIN; DELETE FROM workers WHERE session IN (SELECT id FROM sessions WHERE "
+            "complete = 0); DELETE FROM sessions WHERE complete = 0; COMMIT;")
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -160,8 +232,14 @@ class HistoryStore:
         self.migrated_from = version
 
     def close(self) -> None:
-        """Close the file; safe to call twice."""
+        """Close the file and let go of its lock; safe to call twice."""
         self.db.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            historyfile.unlock(self._lock_fd)
+            self._lock_fd = None
 
     # --- writing -----------------------------------------------------------------------
 
@@ -225,22 +303,62 @@ class HistoryStore:
                        "events_dropped = events_dropped + ? WHERE id = ?", (extra, extra, r.id))
 
     def import_session(self, label: str, workers: Iterable[WorkerRecord]) -> int:
-        """Add an imported session with its workers; its id."""
-        self.db.execute("BEGIN")
+        """Add an imported session with its workers in one go; its id."""
+        session = self.begin_import(label)
+        records = list(workers)
         try:
-            records = list(workers)
-            started = min((w.started for w in records), default=time.time())
-            ended = max((w.ended or w.started for w in records), default=started)
-            session = self.db.execute(
-                "INSERT INTO sessions (started, ended, label, imported) VALUES (?, ?, ?, 1)",
-                (started, ended, label)).lastrowid
+            self.import_batch(session, records)
+        except BaseException:
+            self.abort_import(session)
+            raise
+        started = min((w.started for w in records), default=time.time())
+        ended = max((w.ended or w.started for w in records), default=started)
+        self.end_import(session, started, ended)
+        return session
+
+    # An import streams in: `begin_import`, then `import_batch` as often as needed (each its
+    # own short transaction, so the recorder writes between them), then `end_import` shows
+    # the session, or `abort_import` forgets it.
+
+    def begin_import(self, label: str) -> int:
+        """A hidden session for an import about to stream in; its id."""
+        return self.db.execute(
+            "INSERT INTO sessions (started, label, imported, complete) VALUES (?, ?, 1, 0)",
+            (time.time(), label)).lastrowid
+
+    def import_batch(self, session: int, records: Sequence[WorkerRecord]) -> None:
+        """Write one batch of an import; new rows get their `id` set in `records`."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            if db.execute("SELECT 1 FROM sessions WHERE id = ? AND complete = 0",
+                          (session,)).fetchone() is None:
+                raise UnknownHistory("The import was cancelled: its session was deleted "
+                                     "meanwhile. Import the file again")
             for r in records:
                 self._write_worker(session, r)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def end_import(self, session: int, started: float, ended: float, label: str | None = None
+                   ) -> None:
+        """Show a finished import as a session of its own."""
+        self.db.execute("UPDATE sessions SET started = ?, ended = ?, complete = 1, "
+                        "label = coalesce(?, label) WHERE id = ?",
+                        (started, ended, label, session))
+
+    def abort_import(self, session: int) -> None:
+        """Forget an import that failed half-way."""
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("DELETE FROM workers WHERE session = ?", (session,))
+            self.db.execute("DELETE FROM sessions WHERE id = ? AND complete = 0", (session,))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return session
 
     def delete_worker(self, worker_id: int) -> None:
         """Forget one worker of the history, events and all."""
@@ -261,9 +379,10 @@ class HistoryStore:
                 self.session(session)
                 where, args = "WHERE session = ?", (session,)
             else:
-                where, args = "", ()
+                # An import still streaming in is not a session yet: it stays.
+                where, args = "WHERE session IN (SELECT id FROM sessions WHERE complete)", ()
             gone = db.execute(f"DELETE FROM workers {where}", args).rowcount
-            sessions_where = "WHERE id = ?" if session is not None else "WHERE 1"
+            sessions_where = "WHERE id = ?" if session is not None else "WHERE complete"
             db.execute(f"DELETE FROM sessions {sessions_where} AND id IS NOT ?",
                        (*args, keep))
             db.execute("COMMIT")
@@ -278,7 +397,7 @@ class HistoryStore:
         """One session's row, or `UnknownHistory`."""
         _check_id(session)
         row = self.db.execute("SELECT id, started, ended, label, imported, events_lost "
-                              "FROM sessions WHERE id = ?", (session,)).fetchone()
+                              "FROM sessions WHERE id = ? AND complete", (session,)).fetchone()
         if row is None:
             raise UnknownHistory(f"There is no session {session} in the history: list them "
                                  "with GET /api/history")
@@ -301,7 +420,7 @@ class HistoryStore:
             workers.setdefault(w["session"], []).append(w)
         out = []
         for row in self.db.execute("SELECT id, started, ended, label, imported, events_lost "
-                                   "FROM sessions ORDER BY id DESC"):
+                                   "FROM sessions WHERE complete ORDER BY id DESC"):
             s = _session_dict(row)
             s["current"] = s["id"] == current
             s["workers"] = workers.get(s["id"], [])

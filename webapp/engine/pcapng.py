@@ -79,9 +79,17 @@ class _Block(dpkt.pcapng.EnhancedPacketBlockLE if sys.byteorder == "little"
         return b"".join([head[:-4], dpkt.pcapng._padded(data), opts, head[-4:]])
 
 
+def _fit(text: str, limit: int = 65535 - 3) -> str:
+    """`text` cut to fit an option (its length is 16 bits), with '…' if it was cut: a history
+    from before imports were checked can hold names and messages longer than that."""
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit - 3].decode("utf-8", "ignore") + "…"
+
+
 def _option(code: int, text: str):
     kls = (dpkt.pcapng.PcapngOptionLE if sys.byteorder == "little"
            else dpkt.pcapng.PcapngOption)
+    text = _fit(text)
     if code == dpkt.pcapng.PCAPNG_OPT_COMMENT:
         return kls(code=code, text=text)
     return kls(code=code, data=text.encode("utf-8"))

@@ -24,7 +24,8 @@ def ephemeral_range() -> tuple[int, int] | None:
 def lookup(query: str) -> dict:
     """A port number or UDP service name, both ways, with the range it falls in."""
     text = str(query).strip()
-    if text.isdigit() and len(text) <= 5:
+    # ASCII digits only: '³'.isdigit() is true, but int('³') raises.
+    if text.isascii() and text.isdigit() and len(text) <= 5:
         port = int(text)
         if port > 65535:
             raise BadSpec(f"Port {port} is out of range: ports go from 0 to 65535", field="port")
@@ -36,7 +37,7 @@ def lookup(query: str) -> dict:
         name = text
         try:
             port = socket.getservbyname(text, "udp")
-        except OSError:
+        except (OSError, UnicodeError, ValueError):  # unknown, not ASCII, or holding a NUL
             raise BadSpec(f"No UDP service is named {text!r} in this machine's services "
                           "table (/etc/services): try 'domain', 'ntp' or a number",
                           field="port") from None

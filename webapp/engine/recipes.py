@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from webapp.engine.errors import BadSpec, EngineError, UnknownWorker
+from webapp.engine.errors import BadSpec, Conflict, EngineError, UnknownWorker
 from webapp.engine.events import Step
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -50,14 +50,16 @@ class RecipeRun:
     results: list[dict[str, Any]] = field(default_factory=list)
     workers: dict[str, str] = field(default_factory=dict)  # short name -> worker id
     done: bool = False
+    plays: int = 0  # calls of next() and play_all() in progress
+    stopping: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The run as JSON."""
         return {"id": self.id, "name": self.name, "title": self.recipe.get("title", self.name),
                 "section": self.recipe.get("section"), "about": self.recipe.get("about"),
                 "index": self.index, "total": len(self.recipe["steps"]), "done": self.done,
-                "ok": self.done and all(r["ok"] for r in self.results),
-                "steps": self.results, "workers": self.workers}
+                "ok": self.done and not self.stopping and all(r["ok"] for r in self.results),
+                "stopped": self.stopping, "steps": self.results, "workers": self.workers}
 
 
 class Recipes:
@@ -71,6 +73,10 @@ class Recipes:
         self.lab_scenarios = lab_scenarios
         self.directory = directory
         self.runs: dict[str, RecipeRun] = {}
+        # The run being played. One at a time: Play pressed twenty times must not start
+        # twenty overlapping runs. Claimed by start() (the route plays it right after),
+        # released when no call of next() or play_all() of that run is in progress.
+        self.playing: RecipeRun | None = None
         self._numbers = itertools.count(1)
         self._lock = asyncio.Lock()
 
@@ -85,9 +91,48 @@ class Recipes:
         recipes = load(self.directory)
         if name not in recipes:
             raise UnknownWorker(f"There is no recipe {name!r}: list them with GET /api/recipes")
+        self._check_free(None)
         run = RecipeRun(f"{name}-{next(self._numbers)}", name, recipes[name])
         self.runs[run.id] = run
+        self.playing = run
         return run
+
+    def _check_free(self, run: RecipeRun | None) -> None:
+        """Refuse to play anything but the run being played (no await: check and claim
+        happen together)."""
+        busy = self.playing
+        if busy is not None and busy is not run:
+            title = busy.recipe.get("title", busy.name)
+            raise Conflict(f"A recipe is already running ({title}, step {busy.index} of "
+                           f"{len(busy.recipe['steps'])} done): wait for it or stop it")
+
+    def _begin(self, run: RecipeRun) -> None:
+        self._check_free(run)
+        self.playing = run
+        run.plays += 1
+
+    def _end(self, run: RecipeRun) -> None:
+        run.plays -= 1
+        if run.plays == 0 and self.playing is run:
+            self.playing = None
+
+    async def stop(self, run: RecipeRun) -> RecipeRun:
+        """Stop a run: its workers now, its steps after the one in progress."""
+        if not run.done:
+            run.stopping = True
+            await self._clean_up(run)
+            if run.plays == 0:
+                self._finish_stopped(run)
+        return run
+
+    def _finish_stopped(self, run: RecipeRun) -> None:
+        run.done = True
+        if self.playing is run:
+            self.playing = None
+        bus = self.supervisor.bus
+        bus.publish(Step(seq=bus.next_seq(), time=time.time(), worker=run.id,
+                         message=f"Recipe stopped after step {run.index}.",
+                         recipe=run.name, index=max(run.index - 1, 0)))
 
     def get(self, run_id: str) -> RecipeRun:
         """A run by id, or 404."""
@@ -103,14 +148,30 @@ class Recipes:
 
     async def play_all(self, run: RecipeRun) -> RecipeRun:
         """Play every remaining step, then stop the run's workers."""
-        while not run.done:
-            await self.next(run)
+        self._begin(run)
+        try:
+            while not run.done:
+                await self.next(run)
+        finally:
+            self._end(run)
         return run
 
     async def next(self, run: RecipeRun) -> RecipeRun:
         """Play the next step (the last one also cleans up)."""
+        if run.done:
+            return run
+        self._begin(run)
+        try:
+            return await self._next(run)
+        finally:
+            self._end(run)
+
+    async def _next(self, run: RecipeRun) -> RecipeRun:
         async with self._lock:
             if run.done:
+                return run
+            if run.stopping:
+                self._finish_stopped(run)
                 return run
             step = run.recipe["steps"][run.index]
             bus = self.supervisor.bus

@@ -45,6 +45,7 @@ class Recorder:
         self.queue = queue
         self.session: int | None = None
         self._tracked: dict[str, _Tracked] = {}
+        self._forgotten: dict[int, _Tracked] = {}  # dropped by the supervisor, not yet written
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="udplab-history")
         self._lock = asyncio.Lock()
         self._subscription = None
@@ -57,11 +58,13 @@ class Recorder:
     async def __aenter__(self) -> "Recorder":
         self.session = await self.call(self.store.new_session, time.time())
         self._subscription = self.supervisor.bus.subscribe(maxlen=self.queue)
+        self.supervisor.on_forget.append(self._forget)
         self._task = asyncio.create_task(self._run(), name="history recorder")
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         self._task.cancel()
+        self.supervisor.on_forget.remove(self._forget)
         await asyncio.wait([self._task])
         try:
             await self.flush()
@@ -105,6 +108,29 @@ class Recorder:
             tracked = self._tracked[worker.id] = _Tracked(worker, record)
         return tracked
 
+    def _forget(self, worker: Worker) -> None:
+        """The supervisor is about to drop `worker`: keep hold of it, so the next write has
+        its final state even if it started and ended between two flushes. (Its record is
+        filled in then, not now: a write in progress may be reading it.)"""
+        tracked = self._track(worker)
+        self._forgotten[id(tracked)] = tracked
+
+    def _refresh(self, tracked: _Tracked) -> bool:
+        """Copy a worker's state, address and counters into its record; whether they changed."""
+        worker, record = tracked.worker, tracked.record
+        seen = (worker.state, worker.local, tuple(worker.counters.items()), worker.ended)
+        if seen == tracked.seen and record.id is not None:
+            return False
+        tracked.seen = seen
+        if worker.state != record.state:
+            record.state = worker.state
+            record.states.append((worker.ended or time.time(), worker.state))
+        record.local = list(worker.local) if worker.local else None
+        record.target = list(worker.target.address[:2])
+        record.counters = dict(worker.counters)
+        record.ended = worker.ended
+        return True
+
     def _collect(self, events: list) -> list[WorkerRecord]:
         """The records to write: every worker with news since the last flush."""
         dirty: dict[int, _Tracked] = {}
@@ -123,19 +149,13 @@ class Recorder:
                     record.state = state
                     record.states.append((event.time, state))
             dirty[id(tracked)] = tracked
+        forgotten, self._forgotten = self._forgotten, {}
+        for key, tracked in forgotten.items():
+            self._refresh(tracked)
+            dirty[key] = tracked
         for worker in list(live.values()):
             tracked = self._track(worker)
-            record = tracked.record
-            seen = (worker.state, worker.local, tuple(worker.counters.items()), worker.ended)
-            if seen != tracked.seen or record.id is None:
-                tracked.seen = seen
-                if worker.state != record.state:
-                    record.state = worker.state
-                    record.states.append((worker.ended or time.time(), worker.state))
-                record.local = list(worker.local) if worker.local else None
-                record.target = list(worker.target.address[:2])
-                record.counters = dict(worker.counters)
-                record.ended = worker.ended
+            if self._refresh(tracked):
                 dirty[id(tracked)] = tracked
         cap = self.store.cap
         for tracked in dirty.values():

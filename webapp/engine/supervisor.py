@@ -6,9 +6,9 @@ and closes every socket.
 
 import asyncio
 import dataclasses
-import itertools
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from webapp.engine.bus import EventBus
@@ -16,7 +16,7 @@ from webapp.engine.errors import BadSpec, Conflict, TooMany, UnknownWorker
 from webapp.engine.events import Address, Error, Event, Removed, Stopped
 from webapp.engine.lab import Lab
 from webapp.engine.policy import Policy
-from webapp.engine.specs import SpooferSpec, kind_name, parse_spec
+from webapp.engine.specs import Spec, SpooferSpec, kind_name, parse_spec
 from webapp.engine.udp import Target, resolve
 from webapp.engine.workers import WORKER_CLASSES, Worker
 
@@ -25,13 +25,24 @@ class Supervisor:
     """Owns the workers of one app: their tasks, sockets and event history."""
 
     def __init__(self, bus: EventBus | None = None, *, history: int = 1000,
-                 policy: Policy | None = None, lab: Lab | None = None):
+                 policy: Policy | None = None, lab: Lab | None = None, keep_ended: int = 200):
         self.bus = bus or EventBus()
         self.policy = policy or Policy()
         self.lab = lab or Lab()
         self.history = history
+        self.keep_ended = keep_ended  # ended workers kept listed, the newest; the rest forgotten
         self.workers: dict[str, Worker] = {}
-        self._numbers = itertools.count(1)
+        # Called with a worker just before it is forgotten (removed, or cleared past
+        # `keep_ended`), so the history can take its final state first.
+        self.on_forget: list[Callable[[Worker], None]] = []
+        self._number = 0  # the last number an unnamed worker got ("server-3")
+        # Starts between their checks and their insert: the slots and names they hold. The
+        # checks and the reservation happen before the first `await`, so concurrent starts
+        # can neither exceed the cap nor share a name.
+        self._starting = 0
+        self._names: set[str] = set()
+        self._closing = False
+        self._lab_lock = asyncio.Lock()
         self._group: asyncio.TaskGroup | None = None
         self._spawned: set[asyncio.Task] = set()
 
@@ -41,11 +52,13 @@ class Supervisor:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        self._closing = True  # a start still resolving a name ends with an error, not a worker
         for task in self._spawned:
             task.cancel()
         await self.stop_all()
-        if self.lab.built:
-            await asyncio.get_running_loop().run_in_executor(None, self.lab.teardown)
+        async with self._lab_lock:  # a build in progress finishes first (it runs in a thread)
+            if self.lab.built:
+                await asyncio.get_running_loop().run_in_executor(None, self.lab.teardown)
         group, self._group = self._group, None
         await group.__aexit__(*exc_info)
 
@@ -54,19 +67,43 @@ class Supervisor:
         if self._group is None:
             raise RuntimeError("use the supervisor inside 'async with'")
         spec = parse_spec(raw)
-        worker_id = spec.name or f"{spec.kind}-{next(self._numbers)}"
-        while spec.name is None and worker_id in self.workers:
-            worker_id = f"{spec.kind}-{next(self._numbers)}"
-        alive = sum(1 for w in self.workers.values() if w.alive)
+        self._reserve(spec)
+        try:
+            return await self._start(spec)
+        finally:
+            self._starting -= 1
+            self._names.discard(spec.name)
+
+    def _reserve(self, spec: Spec) -> None:
+        """Hold a slot under the cap, and the name if there is one, for a start in progress.
+
+        Nothing here awaits: the checks and the reservation happen as one step."""
+        if self._closing:
+            raise Conflict("UDP Lab is shutting down: it starts no more workers")
+        alive = sum(1 for w in self.workers.values() if w.alive) + self._starting
         if alive >= self.policy.max_workers:
-            raise TooMany(f"{alive} workers are running, the most this app allows: stop some "
-                          "(or Clear ended), or start udplab with a higher --max-workers")
-        if worker_id in self.workers:
+            raise TooMany(f"{alive} workers are running or starting, the most this app "
+                          "allows: stop some (or Clear ended), or start udplab with a higher "
+                          "--max-workers")
+        if spec.name is not None and (spec.name in self.workers or spec.name in self._names):
             raise Conflict(
-                f"A worker named {worker_id!r} already exists: pick another name, "
+                f"A worker named {spec.name!r} already exists: pick another name, "
                 "or stop and remove that one first",
                 field="name",
             )
+        self._starting += 1
+        if spec.name is not None:
+            self._names.add(spec.name)
+
+    def _next_number(self, kind: str) -> int:
+        """The number for an unnamed worker; taken for good only once it has started, so a
+        refused start uses none up."""
+        number = self._number + 1
+        while f"{kind}-{number}" in self.workers or f"{kind}-{number}" in self._names:
+            number += 1
+        return number
+
+    async def _start(self, spec: Spec) -> Worker:
         source, local = None, True
         if isinstance(spec, SpooferSpec) and spec.target:
             target, source = self._victim(spec.target, spec.where)
@@ -80,6 +117,11 @@ class Supervisor:
                                       in_lab=bool(spec.where))
             if spec.where:
                 target = dataclasses.replace(target, netns=self.lab.host(spec.where).namespace)
+        # From here to the insert nothing awaits: the id chosen is still free when it is used.
+        if self._closing or self._group is None:
+            raise Conflict("UDP Lab is shutting down: it starts no more workers")
+        number = None if spec.name is not None else self._next_number(spec.kind)
+        worker_id = spec.name if number is None else f"{spec.kind}-{number}"
         worker = WORKER_CLASSES[spec.kind](worker_id, spec, target, self.bus,
                                            history=self.history)
         worker.source = source
@@ -91,6 +133,8 @@ class Supervisor:
         except Conflict as exc:
             raise self._explain(exc, target) from None
         worker.state = "running"
+        if number is not None:
+            self._number = number
         self.workers[worker_id] = worker
         worker.task = self._group.create_task(self._run(worker), name=f"worker {worker_id}")
         return worker
@@ -176,8 +220,7 @@ class Supervisor:
         finally:
             self._finish(worker, state)
 
-    @staticmethod
-    def _finish(worker: Worker, state: str) -> None:
+    def _finish(self, worker: Worker, state: str) -> None:
         if not worker.alive:
             return
         worker.close()
@@ -185,6 +228,27 @@ class Supervisor:
         worker.ended = time.time()
         worker.emit(Stopped, f"{kind_name(worker.kind, first=True)} {worker.id} {state}",
                     state=state)
+        self._clear_old()
+
+    def _clear_old(self) -> None:
+        """Forget the ended workers beyond the newest `keep_ended` (their history stays);
+        a person running thousands of short clients must not fill memory and the page."""
+        ended = [w for w in self.workers.values() if not w.alive]
+        if len(ended) <= self.keep_ended:
+            return
+        ended.sort(key=lambda w: w.ended or 0.0)
+        for worker in ended[:len(ended) - self.keep_ended]:
+            self._forget(worker, f"{kind_name(worker.kind, first=True)} {worker.id} cleared "
+                         f"from the dashboard (it keeps the newest {self.keep_ended} ended "
+                         "workers); "
+                         "the History page keeps it")
+
+    def _forget(self, worker: Worker, message: str) -> None:
+        for hook in self.on_forget:
+            hook(worker)
+        if self.workers.get(worker.id) is worker:
+            del self.workers[worker.id]
+            worker.emit(Removed, message)
 
     def get(self, worker_id: str) -> Worker:
         """The worker with this id, or `UnknownWorker`."""
@@ -212,7 +276,10 @@ class Supervisor:
 
     async def stop(self, worker_id: str) -> Worker:
         """Stop a worker (cancel its task, close its socket) and return it; idempotent."""
-        worker = self.get(worker_id)
+        return await self._stop(self.get(worker_id))
+
+    async def _stop(self, worker: Worker) -> Worker:
+        # By object, not id: while this awaits, the worker may be cleared from the list.
         task = worker.task
         if task is not None and not task.done():
             task.cancel()
@@ -223,36 +290,40 @@ class Supervisor:
     async def remove(self, worker_id: str) -> Worker:
         """Stop a worker and forget it, events and all."""
         worker = await self.stop(worker_id)
-        del self.workers[worker_id]
-        worker.emit(Removed, f"{kind_name(worker.kind, first=True)} {worker_id} removed")
+        self._forget(worker, f"{kind_name(worker.kind, first=True)} {worker_id} removed")
         return worker
 
     async def remove_ended(self) -> list[str]:
         """Forget every worker that has ended; their ids."""
-        ended = [w.id for w in self.workers.values() if not w.alive]
-        for worker_id in ended:
-            await self.remove(worker_id)
-        return ended
+        ended = [w for w in self.workers.values() if not w.alive]
+        for worker in ended:
+            self._forget(worker, f"{kind_name(worker.kind, first=True)} {worker.id} removed")
+        return [w.id for w in ended]
 
     async def build_lab(self) -> Lab:
         """Build the virtual LAN (off the event loop: it runs `ip` commands)."""
-        await asyncio.get_running_loop().run_in_executor(None, self.lab.build)
-        self.policy.lab_networks = tuple(self.lab.networks())
+        # One build or teardown at a time: two builds in two threads would each make the same
+        # namespaces, and the loser's clean-up would delete the winner's.
+        async with self._lab_lock:
+            await asyncio.get_running_loop().run_in_executor(None, self.lab.build)
+            self.policy.lab_networks = tuple(self.lab.networks())
         return self.lab
 
     async def teardown_lab(self) -> list[str]:
         """Stop the workers placed on the lab, then delete its namespaces."""
-        for worker in list(self.workers.values()):
-            if worker.spec.where:
-                await self.stop(worker.id)
-        removed = await asyncio.get_running_loop().run_in_executor(None, self.lab.teardown)
-        self.policy.lab_networks = ()
+        async with self._lab_lock:
+            for worker in list(self.workers.values()):
+                if worker.spec.where:
+                    await self._stop(worker)
+            removed = await asyncio.get_running_loop().run_in_executor(None,
+                                                                       self.lab.teardown)
+            self.policy.lab_networks = ()
         return removed
 
     async def stop_all(self) -> None:
         """Stop every worker."""
-        for worker_id in list(self.workers):
-            await self.stop(worker_id)
+        for worker in list(self.workers.values()):
+            await self._stop(worker)
 
     def events(self, worker_id: str) -> list[Event]:
         """A worker's kept events, oldest first."""

@@ -285,6 +285,12 @@ async def recipe_next(run_id: str, recipes: RecipesDep) -> dict[str, Any]:
     return (await recipes.next(recipes.get(run_id))).to_dict()
 
 
+@router.delete("/recipes/runs/{run_id}")
+async def recipe_stop(run_id: str, recipes: RecipesDep) -> dict[str, Any]:
+    """Stop a run: its workers at once, its steps after the one in progress."""
+    return (await recipes.stop(recipes.get(run_id))).to_dict()
+
+
 @router.get("/workers/{worker_id}/events")
 async def worker_events(worker_id: str, supervisor: SupervisorDep) -> dict[str, list]:
     """A worker's kept events, oldest first."""

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webapp import __version__
 from webapp.engine import EngineError, Supervisor
+from webapp.engine.errors import bounded
 from webapp.engine.experiments import BindingExplorer, Experiments
 from webapp.engine import lab
 from webapp.engine.labscenarios import LabScenarios
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         orphans = await loop.run_in_executor(None, lab.clean_orphans)
         if orphans:
             log.info("removed %d namespaces left by a lab whose app was killed", len(orphans))
-        async with Supervisor(history=settings.worker_history, policy=policy) as supervisor, \
+        async with Supervisor(history=settings.worker_history, policy=policy,
+                              keep_ended=settings.keep_ended) as supervisor, \
                 history.running(app, supervisor, settings.data_dir,
                                 cap=settings.history_events):
             app.state.supervisor = supervisor
@@ -105,7 +107,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return JSONResponse(
-            {"error": f"Bad request at {where or 'the body'}: {first.get('msg', 'invalid')}"},
+            {"error": bounded(f"Bad request at {where or 'the body'}: "
+                              f"{first.get('msg', 'invalid')}")},
+            status_code=422,
+        )
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # json.loads of `[[[[…` 200 000 deep runs out of stack: bad input, not a bug of ours.
+        return JSONResponse(
+            {"error": "The body is JSON nested too deeply to read (more than about 900 "
+                      "levels): send plain JSON, as the API's examples and the exports are"},
             status_code=422,
         )
 

@@ -60,6 +60,7 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
         ladder_html=renderer.render_ladder(supervisor),
         lab_html=Markup(_lab_fragment(renderer, supervisor)),
         workers=list(supervisor.workers.values()),
+        keep_ended=supervisor.keep_ended,
         rows=renderer.render_rows(recent),
         render_card=renderer.render_card,
         experiments_html=renderer.render_experiments(experiments),

@@ -11,10 +11,14 @@ import time
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
+from webapp.web.limits import (
+    BodyTooLarge, TokenFailures, limited_receive, slow_down, too_large_message)
 from webapp.web.settings import Settings
 
 OPEN_PATHS = ("/api/health", "/static/")
-FAILURE_WINDOW = 60.0  # seconds over which wrong tokens are counted per client address
+IMPORT_PATHS = frozenset({"/api/history/import", "/history/import"})  # larger bodies
+EARLIER_RUN = ("This link is from an earlier run of udplab: open the URL it printed this time "
+               "(it ends in /?token=…)")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -46,31 +50,108 @@ class Guard:
         self.settings = settings
         self.token = settings.token.encode()
         self.viewer = settings.viewer_token.encode()
-        self.failures: dict[str, list[float]] = {}  # client address -> times of wrong tokens
+        self.failures = TokenFailures(settings.max_token_failures,
+                                      settings.max_token_failures_total)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         client = (scope.get("client") or ("?", 0))[0]
-        limit = self.settings.max_token_failures  # 0: no limit, no slowing down
-        recent = self._recent_failures(client)
-        if limit and len(recent) >= limit:
-            wait = int(FAILURE_WINDOW - (time.monotonic() - recent[0])) + 1
-            return await self.refuse(scope, receive, send, 429, (
-                f"Too many wrong tokens from {client}: wait {wait} s, then use the URL that "
-                "udplab printed when it started"))
+        failures = self.failures
+        kind = self.offered(scope, headers)
+        # Open paths and foreign Hosts are answered without looking at any token: never limited.
+        offered = kind if failures.enabled and not self.is_open(scope, headers) else None
+        cookies = self.our_cookies(headers) if offered == "cookie" else []
+        why = None
+        if offered is not None:
+            now = time.monotonic()
+            if offered == "cookie" and all(failures.knows_stale(client, v) for v in cookies):
+                # An old tab reconnecting: known wrong, so no comparison and no count.
+                return await self.refuse(scope, receive, send, 401, EARLIER_RUN)
+            why = failures.over_budget(client, now)
+            if why is not None and not await failures.wait_in_lane():
+                return await self.refuse(scope, receive, send, 429, self.too_many(why, client))
         refusal = self.check(scope, headers)
-        if refusal is not None:
-            status, message = refusal
-            if status == 401 and limit and self._offered_token(scope, headers):
-                recent.append(time.monotonic())
-                self.failures[client] = recent
-                await asyncio.sleep(min(2.0, 0.1 * 2 ** len(recent)))  # slow down guessing
-            return await self.refuse(scope, receive, send, status, message)
-        if scope["type"] == "http":
-            send = self.with_headers(send)
-        return await self.app(scope, receive, send)
+        if refusal is None:
+            if offered is not None and self.showed_a_token(scope):
+                failures.succeeded(client, time.monotonic())
+            return await self.pass_on(scope, receive, send, headers)
+        status, message = refusal
+        if status == 401 and offered is not None:
+            now = time.monotonic()
+            if offered == "cookie" and all(failures.is_stale(client, v, now) for v in cookies):
+                return await self.refuse(scope, receive, send, 401, EARLIER_RUN)
+            count = failures.failed(client, now)  # no await between the check and this
+            if why is not None:  # it waited in the lane already
+                return await self.refuse(scope, receive, send, 429, self.too_many(why, client))
+            await asyncio.sleep(slow_down(count))  # slow down guessing
+        elif status == 401 and kind == "cookie":
+            message = EARLIER_RUN  # (with the limit off: still say why)
+        return await self.refuse(scope, receive, send, status, message)
+
+    def too_many(self, why: str, client: str) -> str:
+        wait = self.failures.wait_seconds(client, time.monotonic())
+        return (f"{why}: wait {wait} s, then use the URL that udplab printed when it started "
+                "(a right token always gets in)")
+
+    async def pass_on(self, scope, receive, send, headers: dict[str, str]):
+        """Call the app; HTTP bodies are held to their route's size limit, refused with 413
+        on their Content-Length before any byte is read, or as soon as a chunked body
+        streams past it."""
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        importing = scope["path"] in IMPORT_PATHS
+        limit = self.settings.max_import_body if importing else self.settings.max_body
+        too_large = too_large_message(limit, importing)
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return await self.refuse(scope, receive, send, 413, too_large)
+        started = False
+        send_with_headers = self.with_headers(send)
+
+        async def send_and_note(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, limited_receive(receive, limit, too_large), send_and_note)
+        except BodyTooLarge as exc:
+            if started:
+                raise
+            await self.refuse(scope, receive, send, 413, str(exc.detail))
+
+    def is_open(self, scope, headers: dict[str, str]) -> bool:
+        """Answered whatever the token: a route open to all, or a Host refused anyway."""
+        if host_name(headers.get("host", "")).lower() not in self.settings.host_names:
+            return True
+        path = scope["path"]
+        return scope["type"] == "http" and (path in OPEN_PATHS or path.startswith("/static/"))
+
+    def offered(self, scope, headers: dict[str, str]) -> str | None:
+        """How the request offers a token: 'guess' (a URL or a Bearer header: what a person
+        or a script typed), 'cookie' (only a cookie of ours: what a run of udplab set),
+        or None."""
+        if "authorization" in headers or (scope["type"] == "http" and self.is_login(scope)):
+            return "guess"
+        return "cookie" if self.our_cookies(headers) else None
+
+    def our_cookies(self, headers: dict[str, str]) -> list[str]:
+        """The values of this dashboard's two cookies (session and viewer) in the request."""
+        cookie = SimpleCookie()
+        try:
+            cookie.load(headers.get("cookie", ""))
+        except Exception:  # a malformed Cookie header is simply no session
+            return []
+        names = (self.settings.cookie_name, self.settings.viewer_cookie_name)
+        return [cookie[name].value for name in names if name in cookie]
+
+    @staticmethod
+    def showed_a_token(scope) -> bool:
+        """Whether a request that passed did so by a token (not by an open path)."""
+        return bool(scope.get("state", {}).get("udplab_auth")) or (
+            scope["type"] == "http" and Guard.is_login(scope))
 
     def check(self, scope, headers: dict[str, str]) -> tuple[int, str] | None:
         """None when the request may pass, else (status, reason in plain words)."""
@@ -111,23 +192,6 @@ class Guard:
                     "with the Bearer token"
                 )
         return None
-
-    def _recent_failures(self, client: str) -> list[float]:
-        now = time.monotonic()
-        recent = [t for t in self.failures.get(client, ()) if now - t < FAILURE_WINDOW]
-        if recent:
-            self.failures[client] = recent
-        else:
-            self.failures.pop(client, None)
-        if len(self.failures) > 10_000:  # never grows without bound
-            self.failures.clear()
-        return recent
-
-    @staticmethod
-    def _offered_token(scope, headers: dict[str, str]) -> bool:
-        """Whether the request tried a token at all (a Bearer header or a session cookie)."""
-        return ("authorization" in headers or "udplab_" in headers.get("cookie", "")
-                or Guard.is_login(scope))
 
     def authenticated_by(self, headers: dict[str, str]) -> str | None:
         """'bearer' or 'cookie' when the request carries the right token, else None."""

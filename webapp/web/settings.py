@@ -44,7 +44,13 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)  # the history database; --data-dir
     history_events: int = 10_000  # events kept per worker in the history (the newest)
     events_per_second: int = 1000  # datagrams each worker shows one by one a second; 0 = all
-    max_token_failures: int = 5  # wrong tokens per client address per minute before refusing
+    max_token_failures: int = 10  # wrong tokens per client address a minute; 0 = no limit
+    max_token_failures_total: int = 100  # wrong tokens a minute from all addresses; 0 = none
+    max_body: int = 512 * 1024  # bytes of one request body (a 65507-byte message, escaped)
+    max_import_body: int = 32 * 2**20  # bytes of one history import's body
+    header_timeout: float = 10.0  # seconds a connection may take to send a request's headers
+    max_connections: int = 256  # open HTTP connections; past it the oldest idle one is closed
+    keep_ended: int = 200  # ended workers kept on the dashboard, the newest (history keeps all)
 
     @property
     def cookie_name(self) -> str:
