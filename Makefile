@@ -2,7 +2,7 @@
 #
 #   make setup        .venv (editable install) + node_modules + static/vendor/
 #   make run          start the dashboard (make run HOST=0.0.0.0 PORT=8080)
-#   make test-setup   setup + test extras + Debian's chromium (apt-get, as root)
+#   make test-setup   setup + test extras + Debian's chromium, tshark, nats-server (apt-get, as root)
 #   make test         run pytest (make test PYTEST_ARGS='-k health -x')
 #   make bench        test-setup + the benchmark suite (bench/run.py, ~5 min); prints a table
 #                     (make bench BENCH_ARGS='--only echo,memory'); not part of `make test`
@@ -31,7 +31,8 @@ HTMX_DIST := node_modules/htmx.org/dist
 VENDOR_FILES := $(addprefix static/vendor/,htmx.min.js hx-ws.min.js swagger-ui-bundle.js swagger-ui.css uPlot.iife.min.js uPlot.min.css)
 
 CHROMIUM := /usr/bin/chromium
-APT_PACKAGES := chromium fonts-dejavu-core fonts-liberation tshark
+APT_PACKAGES := chromium fonts-dejavu-core fonts-liberation tshark nats-server
+NATS_SERVER := /usr/sbin/nats-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # HOST/PORT are honoured only when given on the make command line: some shells export
@@ -108,11 +109,13 @@ static/vendor/%: $(NPM_STAMP)
 	@cp $(VENDOR_$*) $@
 	@if [ -f $(VENDOR_$*).map ]; then cp $(VENDOR_$*).map $@.map; fi
 
-# --- Debian's Chromium for the browser tests (never `playwright install`) --------
+# --- Debian's Chromium for the browser tests (never `playwright install`), tshark, and
+# nats-server for the fleet tests (tests/fleet/ start their own on a free port) ----------
 
 chromium:
 	@fonts_ok=1; dpkg-query -W -f='$${Status}' fonts-dejavu-core 2>/dev/null | grep -q 'ok installed' || fonts_ok=0; \
-	if [ ! -x $(CHROMIUM) ] || [ $$fonts_ok = 0 ] || ! command -v tshark >/dev/null; then \
+	if [ ! -x $(CHROMIUM) ] || [ $$fonts_ok = 0 ] || ! command -v tshark >/dev/null \
+	     || [ ! -x $(NATS_SERVER) ]; then \
 	  echo "test-setup: apt-get install $(APT_PACKAGES)"; \
 	  log=$$(mktemp); \
 	  if ! { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
@@ -121,6 +124,7 @@ chromium:
 	    cat "$$log" >&2; rm -f "$$log"; echo "error: apt-get failed to install $(APT_PACKAGES)" >&2; exit 1; fi; \
 	  rm -f "$$log"; \
 	  [ -x $(CHROMIUM) ] || { echo "error: $(CHROMIUM) still missing after apt-get" >&2; exit 1; }; \
+	  [ -x $(NATS_SERVER) ] || { echo "error: $(NATS_SERVER) still missing after apt-get" >&2; exit 1; }; \
 	fi
 
 # --- clean --------------------------------------------------------------------

@@ -43,11 +43,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="datagrams each worker shows one by one (rows, history) per "
                         "second; beyond that a busy worker counts them and says how many it "
                         "did not show (default 1000; 0 shows every one)")
+    fleet = parser.add_argument_group("several machines (see README; udplab fleet init)")
+    fleet.add_argument("--nats", default=None, metavar="URL",
+                       help="join a fleet of lab machines through nats-server at URL "
+                       "(nats://HOST:4222 or tls://HOST:4222)")
+    fleet.add_argument("--creds", type=Path, default=None, metavar="FILE",
+                       help="the dashboard's credentials file (dashboard.creds)")
     limits = parser.add_argument_group("limits (see README: exposing it on a LAN)")
     limits.add_argument("--allow-net", action="append", default=[], metavar="CIDR",
                         type=network, help="a real network workers may send to, such as "
                         "192.168.1.0/24 (repeatable; loopback and the virtual LAN are always "
                         "allowed)")
+    limits.add_argument("--max-multicast-ttl", type=count, default=1, metavar="N",
+                        help="the TTL groups may be sent with towards a real network "
+                        "(default 1: no router forwards them; loopback and the lab are "
+                        "not capped)")
     limits.add_argument("--worker-rate", type=float, default=1000.0, metavar="N",
                         help="datagrams/s per sending worker towards real networks "
                         "(default 1000)")
@@ -153,8 +163,18 @@ def own_addresses(host: str) -> frozenset[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the dashboard until Ctrl+C or SIGTERM."""
+    """Run the dashboard until Ctrl+C or SIGTERM (or `udplab agent` / `udplab fleet`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("agent", "fleet"):
+        from webapp.fleet import cli as fleet_cli
+        return (fleet_cli.agent_main if argv[0] == "agent" else fleet_cli.fleet_main)(argv[1:])
     args = parse_args(argv)
+    if args.nats or args.creds:
+        from webapp.fleet.cli import check_dashboard
+        problem = check_dashboard(args.nats, args.creds)
+        if problem:
+            print(f"udplab: {problem}", file=sys.stderr)
+            return 2
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -173,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         allowed_hosts=frozenset(h.lower() for h in args.allow_host) | own_addresses(args.host),
         allow_limited_broadcast=args.allow_limited_broadcast,
         allowed_networks=tuple(args.allow_net),
+        max_multicast_ttl=args.max_multicast_ttl,
         worker_rate=args.worker_rate,
         worker_bytes=args.worker_bytes,
         app_factor=args.app_factor,
@@ -190,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir or default_data_dir(),
         history_events=args.history_events,
         events_per_second=args.events_per_second,
+        nats_url=args.nats,
+        nats_creds=args.creds,
     )
     # Before anything logs: no log record of this process ever shows either token.
     Redactor(settings.token, settings.viewer_token).install()

@@ -186,7 +186,11 @@ def steps_outcomes(run: dict) -> list[str]:
 
 EXPECTED_STEPS = ["bound", "bound", "conflict", "reached the 127.0.0.1 server",
                   "reached the 127.0.0.2 server", "bound", "conflict",
-                  "reached the 0.0.0.0 server", "Connection refused"]
+                  "reached the 0.0.0.0 server",
+                  # IPv6 (issue 16): beside 0.0.0.0, then dual-stack alone
+                  "bound", "bound", "conflict", "reached the ::1 server",
+                  "bound", "reached the :: server as ::ffff:127.0.0.1",
+                  "Connection refused"]
 
 
 async def test_binding_explorer_steps_and_cleanup():
@@ -348,14 +352,16 @@ async def test_mtu_probe_largest_size_is_sent():
         assert probe.counters["too_big"] == 0
 
 
-async def test_mtu_probe_refuses_ipv6_naming_host():
+async def test_mtu_probe_on_ipv6_loopback_uses_the_40_byte_header():
+    # Issue 16: the probe speaks IPv6 (it refused it before): ::1's MTU 65536 − 40 − 8.
     async with Supervisor() as sup:
-        with pytest.raises(BadSpec) as caught:
-            await sup.start({"kind": "mtu-probe", "host": "::1", "port": 9})
-        assert caught.value.status == 422
-        assert caught.value.field == "host"
-        assert "IPv4" in caught.value.message
-        assert sup.workers == {}
+        probe = await sup.start({"kind": "mtu-probe", "host": "::1", "port": 9,
+                                 "size": 1000})
+        await ended(probe, timeout=10)
+        final = [e for e in probe.history if e.type == "mtu"][-1]
+        assert final.mtu == 65536 and final.payload == 65536 - 48, final
+        assert "40 (IPv6 header)" in final.message
+        assert "routers never fragment in IPv6" in final.message
 
 
 @pytest.mark.parametrize("limit", [1, 548, 1252, 1472, 8972, 65000, 65506, 65507])

@@ -32,7 +32,7 @@ def test_server_defaults():
     assert spec.to_dict() == {
         "kind": "server", "name": None, "host": "127.0.0.1", "port": 1060,
         "reply": "length", "drop_rate": 0.0, "seed": None, "delay": 0.0, "duplicate": False,
-        "rcvbuf": None, "reuse_addr": False, "where": None,
+        "rcvbuf": None, "reuse_addr": False, "v6only": False, "where": None,
     }
 
 

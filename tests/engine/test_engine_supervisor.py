@@ -150,7 +150,8 @@ async def test_ipv6_loopback():
     async with Supervisor() as sup:
         server = await start_server(sup, host="::1")
         assert server.local[0] == "::1"
-        assert server.history[0].message == f"Listening at ('::1', {server.local[1]})"
+        # issue 16: IPv6 written [addr]:port (Python's own tuple has flow info and scope)
+        assert server.history[0].message == f"Listening at [::1]:{server.local[1]} (IPv6)"
         client = await sup.start({"kind": "client", "host": "::1", "port": server.local[1],
                                   "mode": "connected", "message": "over six"})
         await ended(client)

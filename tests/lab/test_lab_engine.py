@@ -231,7 +231,9 @@ def test_host_names_the_field_where(kernel):
             lab.host("h9")
         assert info.value.field == "where"
         assert "h1, h2, h3, h4" in info.value.message
-        assert lab.networks() == [LAN, FAR]
+        # issue 16: the IPv6 subnets and the links' own fe80::/64 too
+        assert lab.networks() == [LAN, FAR, *map(ipaddress.ip_network, (
+            "2001:2:0:1::/64", "2001:2:0:2::/64", "fe80::/64"))]
     finally:
         lab.teardown()
     assert lab.networks() == []

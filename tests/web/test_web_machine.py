@@ -27,7 +27,11 @@ LOOPBACK_BROADCAST = "127.255.255.255"
 QUICK = {"timeout": 0.2, "give_up_after": 0.5}
 BINDING_STEPS = ["bound", "bound", "conflict", "reached the 127.0.0.1 server",
                  "reached the 127.0.0.2 server", "bound", "conflict",
-                 "reached the 0.0.0.0 server", "Connection refused"]
+                 "reached the 0.0.0.0 server",
+                 # IPv6 (issue 16): beside 0.0.0.0, then dual-stack alone
+                 "bound", "bound", "conflict", "reached the ::1 server",
+                 "bound", "reached the :: server as ::ffff:127.0.0.1",
+                 "Connection refused"]
 
 
 def unique(prefix: str) -> str:
@@ -194,12 +198,14 @@ def test_page_lists_interfaces_and_offers_their_addresses(api):
     broadcasts = parsed.datalists["broadcasts"]
     assert broadcasts[0] == LOOPBACK_BROADCAST
     assert LIMITED_BROADCAST not in broadcasts
+    assert parsed.datalists["groups"][:2] == ["239.255.0.1", "232.1.1.1"]
     # every host field offers the list: the addresses for binding and sending, or the
     # broadcast destinations in the Broadcast form
     host_inputs = [i for i in parsed.inputs if i.get("name") == "host"]
     assert len(host_inputs) >= 6
     for field in host_inputs:
-        want = "broadcasts" if field["form"] == "broadcast-form" else "hosts"
+        want = {"broadcast-form": "broadcasts", "multicast-form": "groups"}.get(field["form"],
+                                                                               "hosts")
         assert field.get("list") == want, field
 
 
@@ -297,7 +303,7 @@ def test_binding_explorer_page_button(browser_like):
     assert "<html" not in fragment
     outcomes = [text_of(c) for c in re.findall(r'<td class="verdict">(.*?)</td>', fragment)]
     assert outcomes == BINDING_STEPS
-    assert fragment.count("outcome-bad") == 3  # two conflicts and the refusal
+    assert fragment.count("outcome-bad") == 4  # three conflicts and the refusal
     # without JavaScript: the whole page, with the table in its panel
     page = browser_like.post("/experiments/binding", data={"interface": ""})
     assert page.status_code == 200
@@ -392,11 +398,14 @@ def test_mtu_probe_through_the_api(api):
     assert first["type"] == "sent" and first["size"] == 65507
 
 
-def test_mtu_probe_ipv6_is_a_422_naming_host(api):
-    response = api.post("/api/workers", json={"kind": "mtu-probe", "host": "::1", "port": 9})
-    assert response.status_code == 422
-    assert response.json()["field"] == "host"
-    assert "IPv4" in response.json()["error"]
+def test_mtu_probe_ipv6_finds_mtu_minus_48(api):
+    response = api.post("/api/workers", json={"kind": "mtu-probe", "host": "::1", "port": 9,
+                                              "size": 1000})
+    assert response.status_code == 201, response.text
+    probe = response.json()
+    wait_state(api, probe["id"], {"finished", "failed"})
+    final = [e for e in events(api, probe["id"]) if e["type"] == "mtu"][-1]
+    assert final["payload"] == 65536 - 48 and "40 (IPv6 header)" in final["message"]
 
 
 # --- 5. socket options -------------------------------------------------------------------------

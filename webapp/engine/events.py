@@ -49,6 +49,7 @@ class Listening(Event):
 
     type: ClassVar[str] = "listening"
     local: Address
+    family: str | None = None  # "ipv4" or "ipv6": the family the name or literal gave
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +58,7 @@ class Bound(Event):
 
     type: ClassVar[str] = "bound"
     local: Address
+    family: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,6 +240,19 @@ class Sampled(Event):
     per_second: int  # the budget of datagrams shown one by one
 
 
+def host_port(address: Address | None) -> str:
+    """`127.0.0.1:1060`, or `[::1]:1060` for IPv6 (the brackets keep the port apart)."""
+    if not address:
+        return "—"
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def format_address(address: Address | None) -> str:
-    """An address as the book prints it: `('127.0.0.1', 1060)`."""
-    return repr(tuple(address)) if address is not None else "(unbound)"
+    """An address as the book prints it: `('127.0.0.1', 1060)`; an IPv6 one as `[::1]:1060`
+    (Python would print a 4-tuple with flow info and scope id)."""
+    if address is None:
+        return "(unbound)"
+    if ":" in str(address[0]):
+        return host_port(address)
+    return repr(tuple(address))

@@ -125,7 +125,7 @@ class Experiments:
 class BindingExplorer:
     """Which binds on one port conflict, which coexist, and which server a client reaches.
 
-    Binds only on this machine; sends only to loopback (127.0.0.1, 127.0.0.2), so it is safe
+    Binds only on this machine; sends only to loopback (127.0.0.1, 127.0.0.2, ::1), so it is safe
     anywhere. The interface address, when there is one, is bound but never sent to.
     """
 
@@ -140,11 +140,11 @@ class BindingExplorer:
         made: list[str] = []
         steps: list[dict[str, Any]] = []
 
-        async def bind(label: str, host: str, port: int, why_ok: str) -> Any:
+        async def bind(label: str, host: str, port: int, why_ok: str, **more: Any) -> Any:
             name = f"{run_id}-{len(made) + 1}"
             try:
                 worker = await sup.start({"kind": "server", "name": name, "host": host,
-                                          "port": port, "reply": "echo"})
+                                          "port": port, "reply": "echo", **more})
             except EngineError as exc:
                 steps.append({"action": label, "outcome": "conflict", "why": exc.message})
                 return None
@@ -153,19 +153,24 @@ class BindingExplorer:
                           "worker": worker.id})
             return worker
 
-        async def reach(host: str, port: int, servers: dict[str, Any]) -> None:
+        async def reach(host: str, port: int, servers: dict[str, Any], note: str = "") -> None:
             client = await sup.start({"kind": "client", "name": f"{run_id}-c{len(made)}",
                                       "host": host, "port": port, "message": f"hello {host}",
                                       "timeout": 0.2, "give_up_after": 0.2})
             made.append(client.id)
             await asyncio.wait([client.task], timeout=2)
             got = [name for name, w in servers.items() if w and w.counters["received"]]
-            steps.append({
-                "action": f"a client sends to {host} port {port}",
-                "outcome": f"reached {', '.join(got)}" if got else "no reply",
-                "why": "the kernel delivers to the socket bound most specifically to the "
-                       "destination address" if got else "no socket is bound there",
-            })
+            why = ("the kernel delivers to the socket bound most specifically to the "
+                   "destination address" if got else "no socket is bound there")
+            outcome = f"reached {', '.join(got)}" if got else "no reply"
+            seen = [e.peer[0] for w in servers.values() if w for e in w.history
+                    if e.type == "received" and e.text == f"hello {host}"]
+            if seen and ":" in seen[-1] and ":" not in host:
+                outcome += f" as {seen[-1]}"  # an IPv4 client seen by a dual-stack socket
+                why = ("a dual-stack :: socket takes IPv4 datagrams too, and sees their "
+                       "sources as IPv4-mapped IPv6 addresses")
+            steps.append({"action": f"a client sends to {host} port {port}{note}",
+                          "outcome": outcome, "why": why})
             for w in servers.values():
                 if w:
                     w.counters["received"] = 0
@@ -193,6 +198,7 @@ class BindingExplorer:
             for worker_id in list(made):
                 await sup.remove(worker_id)
             made.clear()
+            await self._ipv6_rows(port, bind, reach, made)
             refused = await sup.start({
                 "kind": "client", "name": f"{run_id}-closed", "mode": "connected",
                 "host": "127.0.0.1", "port": port, "timeout": 0.1, "give_up_after": 0.1,
@@ -211,3 +217,24 @@ class BindingExplorer:
             for worker_id in made:
                 await sup.remove(worker_id)
         return {"id": run_id, "port": port, "steps": steps}
+
+    async def _ipv6_rows(self, port: int, bind, reach, made: list[str]) -> None:
+        """IPv6 on the same port: beside an IPv4 wildcard, then dual stack on its own."""
+        sup = self.supervisor
+        wild = await bind(f"bind 0.0.0.0 port {port} (again, for IPv6 beside it)", "0.0.0.0",
+                          port, "nobody holds the port")
+        six = await bind(f"bind ::1 port {port}", "::1", port,
+                         "IPv6 loopback is an address of the other family: it coexists with "
+                         "0.0.0.0")
+        await bind(f"bind :: port {port} (v6only off: dual-stack)", "::", port, "",
+                   v6only=False)
+        await reach("::1", port, {"the ::1 server": six, "the 0.0.0.0 server": wild})
+        for worker_id in list(made):
+            await sup.remove(worker_id)
+        made.clear()
+        dual = await bind(f"bind :: port {port} (v6only off, alone)", "::", port,
+                          "dual-stack: it holds the port for IPv6 and IPv4 both", v6only=False)
+        await reach("127.0.0.1", port, {"the :: server": dual}, " (dual-stack :: alone)")
+        for worker_id in list(made):
+            await sup.remove(worker_id)
+        made.clear()

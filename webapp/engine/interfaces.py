@@ -141,14 +141,16 @@ def loopback_broadcast() -> str:
 def host_choices() -> list[tuple[str, str]]:
     """(address, label) for the host fields: loopback, all interfaces, then each interface."""
     choices = [("127.0.0.1", "loopback"), ("0.0.0.0", "all interfaces (servers only)")]
-    ipv6 = [("::1", "IPv6 loopback")]
+    ipv6 = [("::1", "IPv6 loopback"), ("::", "all interfaces, IPv6 (dual-stack unless v6only)")]
     for interface in interfaces():
         for a in interface.addresses:
             if a.family == "ipv4" and a.address != "127.0.0.1":
                 choices.append((a.address, interface.name))
-            elif a.family == "ipv6" and a.address != "::1" \
-                    and not ipaddress.ip_address(a.address).is_link_local:
-                ipv6.append((a.address, interface.name))  # link-local ones need a scope id
+            elif a.family == "ipv6" and a.address != "::1":
+                # A link-local address is the same on every link: it needs its scope.
+                scoped = ipaddress.ip_address(a.address).is_link_local
+                ipv6.append((f"{a.address}%{interface.name}" if scoped else a.address,
+                             f"{interface.name} (link-local)" if scoped else interface.name))
     return choices + ipv6
 
 

@@ -4,6 +4,9 @@
     h2 ─┼─ switch (a bridge in a namespace of its own) ─ router ─── h4
     h3 ─┘                                               (subnet far, MTU 1280)
 
+IPv6 runs beside IPv4: 2001:2:0:1::/64 on lan and 2001:2:0:2::/64 on far (h1 is 2001:2:0:1::2 as
+it is 198.18.1.2), the router forwards both, and every eth0 also has its own fe80:: address.
+
 Every namespace name starts with `udplab-<pid>-<n>-`, so two apps or test runs never
 collide, and a lab whose app was killed is found and removed at the next start. Nothing is
 created in the machine's own namespace and no route leads out: no traffic leaves the lab.
@@ -12,9 +15,11 @@ Building it needs CAP_NET_ADMIN (root).
 
 import ipaddress
 import itertools
+import json
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 from webapp.engine.errors import BadSpec, Conflict, Refused
@@ -23,6 +28,10 @@ PREFIX = "udplab-"
 LAN = ipaddress.ip_network("198.18.1.0/24")  # RFC 2544 benchmarking space: never a real LAN
 FAR = ipaddress.ip_network("198.18.2.0/24")
 FAR_MTU = 1280
+# IPv6 beside it, from the benchmarking prefix 2001:2::/48 (RFC 5180), host numbers as IPv4's.
+LAN6 = ipaddress.ip_network("2001:2:0:1::/64")
+FAR6 = ipaddress.ip_network("2001:2:0:2::/64")
+LINK_LOCAL = ipaddress.ip_network("fe80::/64")  # every lab link's own; never routed
 NEEDS_ADMIN = (
     "Building the virtual LAN needs CAP_NET_ADMIN (to make network namespaces): run udplab "
     "as root (sudo .venv/bin/udplab), or give Python the capability with "
@@ -43,12 +52,17 @@ class Host:
     mtu: int
     gateway: str | None
     broadcast: str
+    address6: str | None = None
+    subnet6: str | None = None
+    gateway6: str | None = None
+    link_local: str | None = None  # eth0's fe80:: address, with its scope: fe80::…%eth0
 
     def to_dict(self) -> dict:
         """The host as `GET /api/lab` shows it."""
         return {"name": self.name, "namespace": self.namespace, "address": self.address,
                 "subnet": self.subnet, "broadcast": self.broadcast, "mtu": self.mtu,
-                "gateway": self.gateway}
+                "gateway": self.gateway, "address6": self.address6, "subnet6": self.subnet6,
+                "gateway6": self.gateway6, "link_local": self.link_local}
 
 
 def can_build() -> bool:
@@ -72,6 +86,31 @@ def _ip(*args: str) -> None:
     if done.returncode != 0:
         raise Conflict(f"Building the lab failed at 'ip {' '.join(args)}': "
                        f"{done.stderr.strip() or done.returncode}")
+
+
+def _sysctl(namespace: str, *settings: str) -> None:
+    subprocess.run(["ip", "netns", "exec", namespace, "sysctl", "-qw", *settings],
+                   check=True, capture_output=True, timeout=10)
+
+
+def _link_local(namespace: str, ifname: str, wait: float = 2.0) -> str | None:
+    """The fe80:: address of an interface, with its scope; the kernel adds it as the link
+    comes up (no DAD in the lab), so wait a little, boundedly, if it is not there yet."""
+    deadline = time.monotonic() + wait
+    while True:
+        done = subprocess.run(["ip", "-j", "-n", namespace, "-6", "addr", "show", "dev",
+                               ifname, "scope", "link"], capture_output=True, text=True,
+                              timeout=10)
+        try:
+            for link in json.loads(done.stdout or "[]"):
+                for info in link.get("addr_info", []):
+                    if info.get("local"):  # iproute2 puts an empty {} among them when filtering
+                        return f"{info['local']}%{ifname}"
+        except (ValueError, AttributeError):
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
 
 
 def namespaces() -> list[str]:
@@ -139,6 +178,11 @@ class Lab:
         for node in nodes:
             _ip("netns", "add", self.ns(node))
             _ip("-n", self.ns(node), "link", "set", "lo", "up")
+            if node != "switch":
+                # No duplicate address detection: addresses are usable at once (the lab
+                # makes every address itself, so none can be a duplicate).
+                _sysctl(self.ns(node), "net.ipv6.conf.all.accept_dad=0",
+                        "net.ipv6.conf.default.accept_dad=0")
         switch = self.ns("switch")
         _ip("-n", switch, "link", "add", "br0", "type", "bridge")
         _ip("-n", switch, "link", "set", "br0", "up")
@@ -152,6 +196,8 @@ class Lab:
             _ip("-n", switch, "link", "set", f"p{port}", "up")
             _ip("-n", self.ns(node), "addr", "add", f"{address}/{LAN.prefixlen}",
                 "broadcast", str(LAN.broadcast_address), "dev", ifname)
+            _ip("-n", self.ns(node), "addr", "add", f"{self._v6(LAN6, port + 1)}/64",
+                "dev", ifname, "nodad")
             _ip("-n", self.ns(node), "link", "set", ifname, "up")
         # the far side: router <-> h4 directly, with the smaller MTU
         router, h4 = self.ns("router"), self.ns("h4")
@@ -162,20 +208,35 @@ class Lab:
             str(FAR.broadcast_address), "dev", "far0")
         _ip("-n", h4, "addr", "add", f"{far_hosts[3]}/{FAR.prefixlen}", "broadcast",
             str(FAR.broadcast_address), "dev", "eth0")
+        _ip("-n", router, "addr", "add", f"{self._v6(FAR6, 1)}/64", "dev", "far0", "nodad")
+        _ip("-n", h4, "addr", "add", f"{self._v6(FAR6, 4)}/64", "dev", "eth0", "nodad")
         _ip("-n", router, "link", "set", "far0", "up")
         _ip("-n", h4, "link", "set", "eth0", "up")
-        subprocess.run(["ip", "netns", "exec", router, "sysctl", "-qw",
-                        "net.ipv4.ip_forward=1"], check=True, capture_output=True, timeout=10)
+        _sysctl(router, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
         for n in (1, 2, 3):
             _ip("-n", self.ns(f"h{n}"), "route", "add", "default", "via", str(lan_hosts[0]))
+            _ip("-n", self.ns(f"h{n}"), "-6", "route", "add", "default", "via",
+                self._v6(LAN6, 1))
         _ip("-n", h4, "route", "add", "default", "via", str(far_hosts[0]))
+        _ip("-n", h4, "-6", "route", "add", "default", "via", self._v6(FAR6, 1))
         for n in (1, 2, 3):
             self.hosts[f"h{n}"] = Host(f"h{n}", self.ns(f"h{n}"), str(lan_hosts[n]), str(LAN),
-                                       1500, str(lan_hosts[0]), str(LAN.broadcast_address))
+                                       1500, str(lan_hosts[0]), str(LAN.broadcast_address),
+                                       self._v6(LAN6, n + 1), str(LAN6), self._v6(LAN6, 1))
         self.hosts["h4"] = Host("h4", h4, str(far_hosts[3]), str(FAR), FAR_MTU,
-                                str(far_hosts[0]), str(FAR.broadcast_address))
+                                str(far_hosts[0]), str(FAR.broadcast_address),
+                                self._v6(FAR6, 4), str(FAR6), self._v6(FAR6, 1))
+        for host in self.hosts.values():
+            host.link_local = _link_local(host.namespace, "eth0")
         self.router = {"name": "router", "namespace": router,
-                       "addresses": {str(LAN): str(lan_hosts[0]), str(FAR): str(far_hosts[0])}}
+                       "addresses": {str(LAN): str(lan_hosts[0]), str(FAR): str(far_hosts[0]),
+                                     str(LAN6): self._v6(LAN6, 1),
+                                     str(FAR6): self._v6(FAR6, 1)}}
+
+    @staticmethod
+    def _v6(network: ipaddress.IPv6Network, number: int) -> str:
+        """Host `number` of an IPv6 subnet: 2001:2:0:1::2 for h1, as 198.18.1.2 is."""
+        return str(network[number])
 
     def teardown(self) -> list[str]:
         """Delete every namespace of this lab (their links go with them); idempotent."""
@@ -192,6 +253,7 @@ class Lab:
     def forget_path_mtus(self, name: str) -> None:
         """Flush a host's route cache, so it forgets the path MTUs it learned."""
         _ip("-n", self.host(name).namespace, "route", "flush", "cache")
+        _ip("-n", self.host(name).namespace, "-6", "route", "flush", "cache")
 
     def host(self, name: str) -> Host:
         """A lab host by name, or `BadSpec` naming the field `where`."""
@@ -204,9 +266,10 @@ class Lab:
                           f"{', '.join(self.hosts)}", field="where")
         return host
 
-    def networks(self) -> list[ipaddress.IPv4Network]:
-        """The lab's subnets, which workers may send to."""
-        return [LAN, FAR] if self.built else []
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The lab's subnets, which workers may send to (link-local: on a lab host, its
+        own link, as nothing routes fe80::)."""
+        return [LAN, FAR, LAN6, FAR6, LINK_LOCAL] if self.built else []
 
     def to_dict(self) -> dict:
         """The lab as `GET /api/lab` shows it."""
@@ -219,4 +282,6 @@ class Lab:
             "router": self.router,
             "subnets": [{"name": "lan", "network": str(LAN), "mtu": 1500},
                         {"name": "far", "network": str(FAR), "mtu": FAR_MTU}],
+            "subnets6": [{"name": "lan", "network": str(LAN6), "mtu": 1500},
+                         {"name": "far", "network": str(FAR6), "mtu": FAR_MTU}],
         }

@@ -9,16 +9,23 @@ import itertools
 from typing import Any
 
 from webapp.engine.errors import BadSpec, EngineError
+from webapp.engine.labmulticast import MULTICAST_SCENARIOS, MulticastScenarios
 
 SCENARIOS = {
     "exchange": "a client on h1 and a server on h2 exchange the book's datagrams",
     "broadcast": "a broadcast from h1 reaches listeners on h2 and h3, not h4 (another subnet)",
     "mtu": "an MTU probe from h1 to h4 learns the smaller MTU from the router's ICMP",
     "binding": "a server on h2 bound to 127.0.0.1 is unreachable from h1; bound to 0.0.0.0 it is",
+    "ipv6": "h1 reaches h2 over IPv6: its 2001:2:0:1:: address, then its fe80:: link-local "
+            "one, which needs a %scope",
+    "mtu6": "IPv6 path-MTU discovery from h1 to h4: the router never fragments, it answers "
+            "with ICMPv6 Packet Too Big",
 }
 
+SCENARIOS |= MULTICAST_SCENARIOS
 
-class LabScenarios:
+
+class LabScenarios(MulticastScenarios):
     """Runs the lab's one-click experiments on a supervisor."""
 
     def __init__(self, supervisor):
@@ -27,7 +34,7 @@ class LabScenarios:
 
     async def run(self, name: str) -> dict[str, Any]:
         """Run scenario `name`; its steps, each with `outcome`, `ok` and `why`."""
-        play = getattr(self, f"_{name}", None)
+        play = getattr(self, f"_{name.replace('-', '_')}", None)
         if name not in SCENARIOS or play is None:
             raise BadSpec(f"Unknown lab scenario {name!r}: use one of {', '.join(SCENARIOS)}",
                           field="scenario")
@@ -144,3 +151,57 @@ class LabScenarios:
                       "outcome": reply.message if reply else "no reply", "ok": bool(reply),
                       "why": f"0.0.0.0 means every interface of h2, {h2.address} included"})
         del everyone
+
+    async def _ipv6(self, lab, start, steps) -> None:
+        h2 = lab.host("h2")
+        await start({"kind": "server", "where": "h2", "host": "::", "port": 1100})
+        client = await start({"kind": "client", "where": "h1", "host": h2.address6,
+                              "port": 1100, "mode": "connected", "timeout": 0.5})
+        await self._ended(client)
+        reply = next((e for e in client.history if e.type == "reply"), None)
+        steps.append({"step": f"h1 sends to h2's IPv6 address {h2.address6}",
+                      "outcome": reply.message if reply else "no reply", "ok": bool(reply),
+                      "why": "the server bound :: hears every IPv6 address of h2"})
+        bare = (h2.link_local or "fe80::").split("%")[0]
+        try:
+            await start({"kind": "client", "where": "h1", "host": bare, "port": 1100})
+        except BadSpec as exc:
+            outcome, ok = exc.message, "%interface" in exc.message
+        else:
+            outcome, ok = "it was accepted", False
+        steps.append({"step": f"h1 sends to h2's link-local {bare} without a scope",
+                      "outcome": outcome, "ok": ok,
+                      "why": "every link has its own fe80::/64: without a scope the kernel "
+                             "cannot tell which interface to send from"})
+        # The scope names h1's interface (its eth0), not h2's: the link the datagram leaves by.
+        scoped = f"{bare}%eth0"
+        client = await start({"kind": "client", "where": "h1", "host": scoped, "port": 1100,
+                              "mode": "connected", "timeout": 0.5})
+        await self._ended(client)
+        reply = next((e for e in client.history if e.type == "reply"), None)
+        steps.append({"step": f"h1 sends to {scoped}",
+                      "outcome": reply.message if reply else "no reply", "ok": bool(reply),
+                      "why": "%eth0 says which link: h1's eth0, the one h2 is on"})
+
+    async def _mtu6(self, lab, start, steps) -> None:
+        h4 = lab.host("h4")
+        await asyncio.get_running_loop().run_in_executor(None, lab.forget_path_mtus, "h1")
+        await start({"kind": "listener", "where": "h4", "host": "::", "port": 1081})
+        probe = await start({"kind": "mtu-probe", "where": "h1", "host": h4.address6,
+                             "port": 1081, "size": 1452})
+        await self._ended(probe, timeout=10)
+        mtus = [e.mtu for e in probe.history if e.type == "mtu" and e.mtu and e.payload is None]
+        final = next((e for e in reversed(probe.history) if e.type == "mtu" and e.payload), None)
+        steps.append({"step": "h1 sends 1452 bytes (1500 − 48) to h4 over IPv6",
+                      "outcome": f"IPV6_MTU read {mtus[0] if mtus else '?'} at first",
+                      "ok": bool(mtus) and mtus[0] == lab.host("h1").mtu,
+                      "why": "h1 only knows its own link: 1500 bytes"})
+        steps.append({"step": "the router cannot forward it onto the 1280-byte link",
+                      "outcome": f"IPV6_MTU now {mtus[-1] if mtus else '?'}",
+                      "ok": bool(mtus) and mtus[-1] == h4.mtu,
+                      "why": "routers never fragment in IPv6: it dropped the datagram and sent "
+                             "back ICMPv6 Packet Too Big, and h1's kernel lowered its path MTU"})
+        steps.append({"step": "the largest payload that leaves unfragmented",
+                      "outcome": final.message if final else "no answer",
+                      "ok": bool(final) and final.payload == h4.mtu - 48,
+                      "why": "MTU − 40 bytes of IPv6 header − 8 bytes of UDP header"})

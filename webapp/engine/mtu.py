@@ -2,8 +2,8 @@
 
 With `IP_MTU_DISCOVER` set to `IP_PMTUDISC_DO`, a datagram bigger than the path MTU is
 refused at once with EMSGSIZE instead of being fragmented, so each size can be tried by a
-send. The search takes the kernel's `IP_MTU` as a hint: on IPv4 the answer should be
-MTU − 20 (IP header) − 8 (UDP header), and two sends confirm it.
+send. The search takes the kernel's `IP_MTU` (IPv6: `IPV6_MTU`) as a hint: the answer
+should be MTU − 20 (IPv4 header; IPv6: 40) − 8 (UDP header), and two sends confirm it.
 """
 
 IPV4_HEADER, IPV6_HEADER, UDP_HEADER = 20, 40, 8

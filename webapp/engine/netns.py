@@ -22,12 +22,11 @@ def path(name: str) -> str:
     return os.path.join(NETNS_DIR, name)
 
 
-def socket_in(namespace: str, family: int, kind: int = socket.SOCK_DGRAM,
-              proto: int = 0) -> socket.socket:
-    """A new socket that lives in the named network namespace."""
+def _inside(namespace: str, make):
+    """`make()` called from a short-lived thread that has entered `namespace`."""
     result: dict[str, object] = {}
 
-    def make() -> None:
+    def run() -> None:
         try:
             fd = os.open(path(namespace), os.O_RDONLY)
             try:
@@ -36,17 +35,38 @@ def socket_in(namespace: str, family: int, kind: int = socket.SOCK_DGRAM,
                     raise OSError(err, f"setns into {namespace}: {os.strerror(err)}")
             finally:
                 os.close(fd)
-            result["socket"] = socket.socket(family, kind, proto)
+            result["value"] = make()
         except BaseException as exc:  # handed to the caller's thread below
             result["error"] = exc
 
     # The thread ends right after: its namespace change dies with it, the socket stays.
-    thread = threading.Thread(target=make, name=f"netns {namespace}")
+    thread = threading.Thread(target=run, name=f"netns {namespace}")
     thread.start()
     thread.join()
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
-    return result["socket"]  # type: ignore[return-value]
+    return result["value"]
+
+
+def socket_in(namespace: str, family: int, kind: int = socket.SOCK_DGRAM,
+              proto: int = 0) -> socket.socket:
+    """A new socket that lives in the named network namespace."""
+    return _inside(namespace, lambda: socket.socket(family, kind, proto))
+
+
+def interface_index(name: str, namespace: str | None = None) -> int | None:
+    """The index of interface `name` (or of the index itself, `%2`) here or in `namespace`
+    (an IPv6 scope), or None when there is no such interface."""
+    def look() -> int | None:
+        try:
+            if name.isascii() and name.isdigit():
+                socket.if_indextoname(int(name))  # OSError when no interface has it
+                return int(name)
+            return socket.if_nametoindex(name)
+        except (OSError, OverflowError, ValueError):
+            return None
+
+    return look() if namespace is None else _inside(namespace, look)
 
 
 def new_socket(family: int, kind: int = socket.SOCK_DGRAM, proto: int = 0,

@@ -22,7 +22,12 @@ def _ip(host: str | None, other: str | None) -> ipaddress.IPv4Address | ipaddres
         # A socket bound to every address talking to loopback uses the loopback address, as
         # the other side saw it; elsewhere the real one is unknown and the wildcard stays.
         try:
-            if ipaddress.ip_address(other).is_loopback:
+            peer = ipaddress.ip_address(other)
+            if peer.version == 6 and peer.ipv4_mapped is not None:
+                # A dual-stack socket's IPv4 peer: the datagram came to IPv4 loopback.
+                if peer.ipv4_mapped.is_loopback:
+                    return ipaddress.ip_address("::ffff:127.0.0.1")
+            elif peer.is_loopback:
                 return ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
         except (ValueError, TypeError):
             pass

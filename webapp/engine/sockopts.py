@@ -12,6 +12,10 @@ from webapp.engine.errors import BadSpec, Conflict
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DONT, IP_PMTUDISC_WANT, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE = 0, 1, 2, 3
 IP_MTU = getattr(socket, "IP_MTU", 14)
+# The IPv6 twins (linux/in6.h); Python 3.11 has none of them.
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_PMTUDISC_DO = getattr(socket, "IPV6_PMTUDISC_DO", 2)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
 PMTU_NAMES = {0: "IP_PMTUDISC_DONT", 1: "IP_PMTUDISC_WANT", 2: "IP_PMTUDISC_DO",
               3: "IP_PMTUDISC_PROBE"}
 SOCK_TYPES = {socket.SOCK_DGRAM: "SOCK_DGRAM", socket.SOCK_STREAM: "SOCK_STREAM",
@@ -29,6 +33,7 @@ class Option:
     settable: bool
     help: str
     ipv4_only: bool = False
+    ipv6_only: bool = False
 
     def describe(self, value: int) -> str:
         """The value in words."""
@@ -61,6 +66,16 @@ OPTIONS = {o.name: o for o in (
     Option("IP_MTU_DISCOVER", socket.IPPROTO_IP, IP_MTU_DISCOVER, "pmtu", True,
            "path-MTU discovery: 2 (DO) forbids fragmenting, so a too-big send fails",
            ipv4_only=True),
+    # An IPv6 socket has the IPv6 twins (an IPv4-level option is not its to read).
+    Option("IPV6_UNICAST_HOPS", socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, "int", True,
+           "IPv6's TTL: hops a datagram may make before a router drops it (1 to 255)",
+           ipv6_only=True),
+    Option("IPV6_MTU_DISCOVER", socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, "pmtu", True,
+           "path-MTU discovery: 2 (DO) forbids fragmenting at the sender (routers never "
+           "fragment IPv6), so a too-big send fails", ipv6_only=True),
+    Option("IPV6_V6ONLY", socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, "bool", False,
+           "IPv6 only (read only: fixed at bind); off, a :: socket is dual-stack and sees "
+           "IPv4 peers as ::ffff:a.b.c.d", ipv6_only=True),
 )}
 
 
@@ -78,7 +93,8 @@ def read_all(sock: socket.socket | None) -> list[dict]:
         raise Conflict("This worker has no open socket (it has ended): options need a live one")
     rows = []
     for option in OPTIONS.values():
-        if option.ipv4_only and sock.family != socket.AF_INET:
+        if option.ipv4_only and sock.family != socket.AF_INET or \
+                option.ipv6_only and sock.family != socket.AF_INET6:
             continue
         try:
             value = sock.getsockopt(option.level, option.number)
@@ -100,6 +116,8 @@ def set_option(sock: socket.socket | None, name: str, value) -> dict:
         raise BadSpec(f"{option.name} can only be read: {option.help}", field="value")
     if option.ipv4_only and sock.family != socket.AF_INET:
         raise BadSpec(f"{option.name} is an IPv4 option; this socket is IPv6", field="option")
+    if option.ipv6_only and sock.family != socket.AF_INET6:
+        raise BadSpec(f"{option.name} is an IPv6 option; this socket is IPv4", field="option")
     number = _value(option, value)
     try:
         sock.setsockopt(option.level, option.number, number)

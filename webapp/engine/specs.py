@@ -4,6 +4,7 @@
 a frozen spec, or raises `BadSpec` naming the field, the cause and the fix.
 """
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -185,6 +186,7 @@ class ServerSpec(Spec):
         "duplicate": _flag,
         "rcvbuf": _optional(_number(1, 64 * 1024 * 1024, integer=True)),
         "reuse_addr": _flag,
+        "v6only": _flag,
     }
     reply: str = "length"
     drop_rate: float = 0.0
@@ -193,6 +195,7 @@ class ServerSpec(Spec):
     duplicate: bool = False  # answer every request twice
     rcvbuf: int | None = None  # SO_RCVBUF in bytes (the kernel doubles it); small = real drops
     reuse_addr: bool = False  # SO_REUSEADDR: share the port with listeners
+    v6only: bool = False  # IPV6_V6ONLY on an IPv6 bind; off: `::` is dual-stack
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -297,15 +300,100 @@ class StreamSpec(Spec):
     rate: float = 1000.0  # datagrams per second
 
 
+_MAX_GROUPS = 20  # groups (or sources) one listener joins; the kernel's default is 20
+
+
+def _addresses(*, multicast: bool) -> Callable[[str, Any], tuple[str, ...]]:
+    """A list of IP literals (a JSON list, or a form's text split at commas or spaces)."""
+    what = "multicast group" if multicast else "unicast address"
+
+    def check(field: str, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        if not isinstance(value, list | tuple) or len(value) > _MAX_GROUPS:
+            raise BadSpec(f"The {field} must be a list of at most {_MAX_GROUPS} addresses",
+                          field=field)
+        out = []
+        for item in value:
+            try:
+                ip = ipaddress.ip_address(item.strip() if isinstance(item, str) else item)
+            except ValueError:
+                ip = None
+            if not isinstance(item, str) or ip is None or ip.is_multicast != multicast:
+                example = "239.255.0.1 or ff02::1" if multicast else "127.0.0.1"
+                raise BadSpec(f"{item!r} in {field} is not a {what}: use an address such "
+                              f"as {example}", field=field)
+            out.append(str(ip))
+        return tuple(dict.fromkeys(out))
+
+    return check
+
+
+def _interface(field: str, value: Any) -> str | None:
+    """An interface: an IPv4 address of it, or its name (lo, eth0)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", value.strip()):
+        return value.strip()
+    raise BadSpec(f"The {field} must be an interface name such as lo or eth0, or its IPv4 "
+                  f"address such as 127.0.0.1, not {value!r}", field=field)
+
+
+def _literal(field: str, value: Any) -> str | None:
+    """An IP address literal (no name: binding must not wait on a DNS lookup)."""
+    if value is None or value == "":
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip() if isinstance(value, str) else None))
+    except ValueError:
+        raise BadSpec(f"The {field} must be an address of this host such as 127.0.0.1, "
+                      f"not {value!r}", field=field) from None
+
+
+def _groups_need_family(spec: "Spec", groups: tuple[str, ...]) -> None:
+    """A socket joins groups of its own family only: say which bind address fits."""
+    v6 = ":" in spec.host
+    for group in groups:
+        if (":" in group) != v6:
+            fix = "'::' (IPv6)" if ":" in group else "'0.0.0.0' (IPv4)"
+            raise BadSpec(f"The group {group} is of the other IP family than the bind address "
+                          f"{spec.host!r}: bind to {fix} to join it", field="host")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListenerSpec(Spec):
-    """A receiver of listing 2-4: binds with SO_REUSEADDR, reports, never replies."""
+    """A receiver of listing 2-4: binds with SO_REUSEADDR, reports, never replies.
+
+    With `join` it is a multicast member: it joins each group (only from `sources`, when
+    given: a source-specific join) on `interface`."""
 
     kind: ClassVar[str] = "listener"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
         "name": _name, "host": _host, "port": _port,
+        "join": _addresses(multicast=True),
+        "sources": _addresses(multicast=False),
+        "interface": _interface,
+        "multicast_all": _flag,
+        "v6only": _flag,
     }
     host: str = "0.0.0.0"
+    v6only: bool = False  # IPV6_V6ONLY on an IPv6 bind; off: `::` is dual-stack
+    join: tuple[str, ...] = ()  # multicast groups to join
+    sources: tuple[str, ...] = ()  # only these senders (source-specific multicast)
+    interface: str | None = None  # where to join: None = loopback here, eth0 on a lab host
+    multicast_all: bool = False  # IP_MULTICAST_ALL: hear groups other sockets joined too
+
+    def __post_init__(self) -> None:
+        if self.sources and not self.join:
+            raise BadSpec("Sources filter a group's senders: give the group in 'join' too",
+                          field="sources")
+        _groups_need_family(self, self.join)
+        if self.sources and ":" in self.host and any(":" not in s for s in self.sources):
+            raise BadSpec("The sources of an IPv6 group must be IPv6 addresses",
+                          field="sources")
+        if self.sources and ":" not in self.host and any(":" in s for s in self.sources):
+            raise BadSpec("The sources of an IPv4 group must be IPv4 addresses",
+                          field="sources")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,6 +418,42 @@ class BroadcastSpec(Spec):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MulticastSpec(Spec):
+    """A sender to a multicast group: `ttl` hops at most, looped back to this host or not."""
+
+    kind: ClassVar[str] = "multicast"
+    rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "name": _name,
+        "host": _host,
+        "port": _port,
+        "ttl": _number(0, 255, integer=True),
+        "loop": _flag,
+        "interface": _interface,
+        "bind": _literal,
+        "message": _message,
+        "count": _number(1, 10_000, integer=True),
+        "interval": _number(0, 3600),
+    }
+    host: str = "239.255.0.1"  # a group of the organisation-local scope
+    ttl: int = 1  # IP_MULTICAST_TTL: 1 = this link only
+    loop: bool = True  # IP_MULTICAST_LOOP: members on this host hear it too
+    interface: str | None = None  # where it leaves: None = loopback here, eth0 on a lab host
+    bind: str | None = None  # the local address to send from (a source for SSM joins)
+    message: str | None = "Multicast datagram!"
+    count: int = 1
+    interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        try:
+            group = ipaddress.ip_address(self.host.split("%")[0])
+        except ValueError:
+            group = None
+        if group is None or not group.is_multicast:
+            raise BadSpec(f"The host of a multicast sender must be a group address such as "
+                          f"239.255.0.1 or ff02::1, not {self.host!r}", field="host")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MtuProbeSpec(Spec):
     """Listing 2-3: a big datagram with fragmentation forbidden, then a search."""
 
@@ -343,7 +467,7 @@ class MtuProbeSpec(Spec):
 
 KINDS: dict[str, type[Spec]] = {
     cls.kind: cls for cls in (ServerSpec, ClientSpec, SpooferSpec, StreamSpec, ListenerSpec,
-                              BroadcastSpec, MtuProbeSpec)
+                              BroadcastSpec, MtuProbeSpec, MulticastSpec)
 }
 
 

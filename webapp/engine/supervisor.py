@@ -17,7 +17,7 @@ from webapp.engine.events import Address, Error, Event, Removed, Stopped
 from webapp.engine.lab import Lab
 from webapp.engine.policy import Policy
 from webapp.engine.specs import Spec, SpooferSpec, kind_name, parse_spec
-from webapp.engine.udp import Target, resolve
+from webapp.engine.udp import Target, plain_ip, resolve
 from webapp.engine.workers import WORKER_CLASSES, Worker
 
 
@@ -107,14 +107,22 @@ class Supervisor:
         source, local = None, True
         if isinstance(spec, SpooferSpec) and spec.target:
             target, source = self._victim(spec.target, spec.where)
+            if spec.forge and target.family == socket.AF_INET6:
+                target, source = self._as_ipv4(target, source)
             self.policy.check(spec.kind, [target.address[0]], in_lab=bool(spec.where))
             if spec.forge and target.family != socket.AF_INET:
-                raise BadSpec("Forging builds IPv4 packets only: aim at an IPv4 client",
+                raise BadSpec("Forging builds IPv4 packets only: aim at an IPv4 client, or "
+                              "an IPv6 client of an IPv4 server (::ffff:a.b.c.d)",
                               field="forge")
         else:
-            target = await resolve(spec.host, spec.port, passive=spec.kind in ("server", "listener"))
+            # A link-local scope (`%eth0`) names an interface of the host the socket lives on.
+            netns = self.lab.host(spec.where).namespace if spec.where else None
+            target = await resolve(spec.host, spec.port, netns=netns,
+                                   passive=spec.kind in ("server", "listener"))
             local = self.policy.check(spec.kind, list(target.addresses or [target.address[0]]),
-                                      in_lab=bool(spec.where))
+                                      in_lab=bool(spec.where),
+                                      interface=getattr(spec, "interface", None),
+                                      ttl=getattr(spec, "ttl", None))
             if spec.where:
                 target = dataclasses.replace(target, netns=self.lab.host(spec.where).namespace)
         # From here to the insert nothing awaits: the id chosen is still free when it is used.
@@ -131,7 +139,7 @@ class Supervisor:
         try:
             worker.open()
         except Conflict as exc:
-            raise self._explain(exc, target) from None
+            raise self._explain(exc, target, getattr(spec, "v6only", False)) from None
         worker.state = "running"
         if number is not None:
             self._number = number
@@ -139,7 +147,7 @@ class Supervisor:
         worker.task = self._group.create_task(self._run(worker), name=f"worker {worker_id}")
         return worker
 
-    def _explain(self, exc: Conflict, target: Target) -> Conflict:
+    def _explain(self, exc: Conflict, target: Target, v6only: bool = False) -> Conflict:
         """Add which of our workers holds the port, and why that overlaps, to a bind error."""
         if exc.field != "port":
             return exc
@@ -149,7 +157,12 @@ class Supervisor:
                     or other.kind not in ("server", "listener"):
                 continue
             held = other.local[0]
-            if held == host:
+            dual = self._dual_stack_clash(other, held, host, port, v6only)
+            if dual is not None:
+                why = dual
+            elif ":" in held and ":" not in host or ":" in host and ":" not in held:
+                continue  # other families share ports freely, but for a dual-stack ::
+            elif held == host:
                 why = f"{other.id} is bound to exactly {held} port {port}"
             elif held in ("0.0.0.0", "::"):
                 why = (f"{other.id} is bound to {held}, every address of this machine, which "
@@ -161,6 +174,22 @@ class Supervisor:
                 continue
             return Conflict(f"{exc.message}. Here: {why}", field=exc.field)
         return exc
+
+    @staticmethod
+    def _dual_stack_clash(other: Worker, held: str, host: str, port: int,
+                          v6only: bool) -> str | None:
+        """Why a bind clashes across the families: a dual-stack `::` (IPV6_V6ONLY off)
+        also takes the port on every IPv4 address. None when that is not the clash."""
+        dual_other = held == "::" and not getattr(other.spec, "v6only", False)
+        if dual_other and ":" not in host:
+            return (f"{other.id} is bound to :: with v6only off: a dual-stack socket, which "
+                    f"holds port {port} on every IPv4 address too; start it with v6only on "
+                    "to share the port between the families")
+        if host == "::" and not v6only and ":" not in held:
+            return (f"{other.id} holds {held} port {port} (IPv4), and :: with v6only off "
+                    f"is dual-stack: it wants port {port} on every IPv4 address as well. Turn "
+                    "v6only on to bind IPv6 only beside it")
+        return None
 
     def spawn(self, coro, *, name: str) -> asyncio.Task:
         """Run a coroutine that drives workers (an experiment) under this supervisor."""
@@ -201,13 +230,34 @@ class Supervisor:
                           "reach each other", field="where")
         if client.spec.where:
             netns = self.lab.host(where).namespace
-            if host in ("0.0.0.0", "::"):
-                host = self.lab.host(client.spec.where).address
+            lab_host = self.lab.host(client.spec.where)
+            if host == "0.0.0.0":
+                host = lab_host.address
+            elif host == "::":  # an IPv6 socket: its own family's address
+                host = lab_host.address6 or lab_host.address
         else:
             netns = None
             host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         return (Target(client.target.family, (host, port), client_id, netns=netns),
                 client.server)
+
+    def _as_ipv4(self, target: Target, source: Address) -> tuple[Target, Address]:
+        """A forged impostor for an IPv6 client whose server is IPv4-mapped: the client's
+        dual-stack socket takes IPv4 too, and sees an IPv4 source as the mapped address it
+        compares with, so an IPv4 packet from the plain server address fools it the same."""
+        server = plain_ip(source[0])
+        if server is None or server.version != 4:
+            return target, source
+        host = target.address[0]
+        if host == "::1":
+            host = "127.0.0.1"
+        elif plain_ip(host) is not None and plain_ip(host).version == 4:
+            host = str(plain_ip(host))
+        else:
+            return target, source
+        return (dataclasses.replace(target, family=socket.AF_INET,
+                                    address=(host, target.address[1])),
+                (str(server), source[1]))
 
     async def _run(self, worker: Worker) -> None:
         state = "failed"

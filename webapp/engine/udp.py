@@ -5,6 +5,7 @@ import asyncio
 import errno
 import fcntl
 import functools
+import ipaddress
 import os
 import socket
 import struct
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from webapp.engine.errors import BadSpec, Conflict, EngineError
 from webapp.engine.events import Address
-from webapp.engine.netns import new_socket
+from webapp.engine.netns import interface_index, new_socket
 
 MAX_BYTES = 65535  # the book's MAX_BYTES: big enough for any UDP datagram
 
@@ -32,10 +33,73 @@ class Target:
         """A new socket of this target's family, in its namespace when it has one."""
         return new_socket(self.family, kind, proto, self.netns)
 
+    @property
+    def family_name(self) -> str:
+        """`ipv4` or `ipv6`, as events carry it."""
+        return "ipv6" if self.family == socket.AF_INET6 else "ipv4"
+
+    def family_note(self) -> str:
+        """Which family a start used, for its first event: nothing for an IPv4 literal (the
+        book's words stay as they are), the family for an IPv6 one, and what a host name
+        resolved to."""
+        word = "IPv6" if self.family == socket.AF_INET6 else "IPv4"
+        literal = self.name.strip("[]").split("%")[0]
+        try:
+            ipaddress.ip_address(literal)
+        except ValueError:
+            if self.name in ("", "*"):
+                return ""
+            return f" ({self.name} resolved to {self.address[0]}: {word})"
+        return " (IPv6)" if word == "IPv6" else ""
+
 
 def short(address: tuple) -> Address:
     """(host, port) from any socket address, dropping IPv6 flow info and scope."""
     return (address[0], address[1])
+
+
+def plain_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `host` names, an IPv4-mapped IPv6 address as the IPv4 address it carries
+    and without a scope; None for a name."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def same_peer(a: Address, b: Address) -> bool:
+    """Whether two (host, port) pairs are one peer: `::ffff:127.0.0.1` and `127.0.0.1` are
+    (a dual-stack socket sees IPv4 peers as mapped addresses), `::1` and `0::1` too."""
+    if a[1] != b[1]:
+        return False
+    ip_a, ip_b = plain_ip(a[0]), plain_ip(b[0])
+    if ip_a is None or ip_b is None:
+        return a[0] == b[0]
+    return ip_a == ip_b
+
+
+MAPPED_NOTE = (" (an IPv4 peer: a dual-stack IPv6 socket sees IPv4 addresses as "
+               "IPv4-mapped ::ffff:a.b.c.d)")
+
+
+def dual_stack_note(target: Target, v6only: bool) -> str:
+    """For a bind of `::` with v6only off: that it is dual-stack, and what IPv4 peers look
+    like there."""
+    if target.family != socket.AF_INET6 or v6only or target.address[0] != "::":
+        return ""
+    return ("; dual-stack (v6only off): IPv4 peers arrive too, shown as ::ffff:a.b.c.d")
+
+
+def mapped_note(host: str) -> str:
+    """The one-sentence explanation for a peer shown as an IPv4-mapped address, or ''."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return ""
+    return MAPPED_NOTE if ip.version == 6 and ip.ipv4_mapped is not None else ""
 
 
 async def resolve_port(port: int | str) -> int:
@@ -53,14 +117,55 @@ async def resolve_port(port: int | str) -> int:
         ) from None
 
 
-async def resolve(host: str, port: int | str, *, passive: bool = False) -> Target:
+def _link_local(host: str) -> tuple[str, str] | None:
+    """(address, scope) when `host` is an IPv6 link-local literal (scope '' if none)."""
+    base, _, scope = host.partition("%")
+    try:
+        ip = ipaddress.ip_address(base)
+    except ValueError:
+        return None
+    return (base, scope) if ip.version == 6 and ip.is_link_local else None
+
+
+async def _scoped(base: str, scope: str, number: int, netns: str | None) -> Target:
+    """A link-local target: the scope names the interface, looked up where the socket lives
+    (a lab host's `eth0` exists only in its namespace)."""
+    if not scope or scope == "0":
+        raise BadSpec(
+            f"{base} is a link-local address: every interface has its own fe80::/64, so the "
+            f"address needs a scope saying which interface. Add %interface, such as "
+            f"{base}%eth0",
+            field="host",
+        )
+    loop = asyncio.get_running_loop()
+    index = await loop.run_in_executor(None, interface_index, scope, netns)
+    if not index:
+        where = "on that lab host" if netns else "on this machine"
+        raise BadSpec(
+            f"There is no interface {scope!r} {where} for the scope of {base}: use one of "
+            "its interface names (the Interfaces panel lists them), such as eth0",
+            field="host",
+        )
+    return Target(socket.AF_INET6, (base, number, 0, index), f"{base}%{scope}",
+                  addresses=(f"{base}%{scope}",))
+
+
+async def resolve(host: str, port: int | str, *, passive: bool = False,
+                  netns: str | None = None) -> Target:
     """Resolve `host` and `port` without blocking the loop; IPv4 first when a name has both.
 
-    `passive` is for binding: an empty host then means every interface (`0.0.0.0`).
+    `passive` is for binding: an empty host then means every interface (`0.0.0.0`). IPv6
+    literals may come in brackets (`[::1]`); a link-local one needs a scope (`fe80::1%eth0`),
+    looked up in `netns` when the socket will live there.
     """
     number = await resolve_port(port)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     if passive and host in ("", "0.0.0.0", "*"):
         return Target(socket.AF_INET, ("0.0.0.0", number), host, addresses=("0.0.0.0",))
+    link = _link_local(host)
+    if link is not None:
+        return await _scoped(*link, number, netns)
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, number, type=socket.SOCK_DGRAM)
@@ -76,19 +181,24 @@ async def resolve(host: str, port: int | str, *, passive: bool = False) -> Targe
     return Target(family, sockaddr, host, addresses=every)
 
 
-def bind_error(exc: OSError, target: Target) -> EngineError:
-    """The person-facing error for a failed bind()."""
+def bind_error(exc: OSError, target: Target, dual_stack: bool = False) -> EngineError:
+    """The person-facing error for a failed bind(); `dual_stack`: it was `::` with
+    IPV6_V6ONLY off, which needs the port on IPv4 as well."""
     host, port = target.address[0], target.address[1]
     if exc.errno == errno.EADDRINUSE:
+        also = (f" (:: with v6only off is dual-stack: it needs port {port} on IPv4 too, so an "
+                "IPv4 socket on that port is in the way; v6only on binds IPv6 only)"
+                if dual_stack else "")
         return Conflict(
             f"Port {port} on {host} is already in use by another program or worker "
-            f"([Errno 98] Address already in use): stop it or pick another port",
+            f"([Errno 98] Address already in use){also}: stop it or pick another port",
             field="port",
         )
     if exc.errno == errno.EADDRNOTAVAIL:
         return Conflict(
             f"The address {host} is not available on this machine ([Errno 99] Cannot assign "
-            "requested address): pick one of its own addresses, 127.0.0.1, or 0.0.0.0 for all",
+            "requested address): pick one of its own addresses, 127.0.0.1, or 0.0.0.0 for all"
+            + (" (IPv6: ::1, or :: for all)" if target.family == socket.AF_INET6 else ""),
             field="host",
         )
     if exc.errno == errno.EACCES:
@@ -99,19 +209,33 @@ def bind_error(exc: OSError, target: Target) -> EngineError:
     return Conflict(f"Cannot use {host} port {port}: {exc.strerror or exc}", field="host")
 
 
-def open_bound(target: Target, *, reuse_addr: bool = False) -> socket.socket:
+def host_is_any(target: Target) -> bool:
+    """Whether the target is IPv6's every-address `::`."""
+    return target.family == socket.AF_INET6 and target.address[0] == "::"
+
+
+def open_bound(target: Target, *, reuse_addr: bool = False,
+               v6only: bool | None = None) -> socket.socket:
     """A non-blocking UDP socket bound to `target`, or an `EngineError` saying why not.
 
-    `reuse_addr` sets SO_REUSEADDR first, so several sockets may share the port."""
+    `reuse_addr` sets SO_REUSEADDR first, so several sockets may share the port. `v6only`
+    sets IPV6_V6ONLY on an IPv6 socket: False makes `::` dual-stack (IPv4 peers too)."""
+    if v6only and target.family != socket.AF_INET6:
+        raise BadSpec(f"v6only is an IPv6 option, and {target.name or '0.0.0.0'} is IPv4: "
+                      "bind :: (or another IPv6 address) to use it, or turn v6only off",
+                      field="v6only")
     sock = target.socket()
     try:
         sock.setblocking(False)
         if reuse_addr:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if v6only is not None and target.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         sock.bind(target.address)
     except OSError as exc:
         sock.close()
-        raise bind_error(exc, target) from None
+        dual = target.family == socket.AF_INET6 and host_is_any(target) and not v6only
+        raise bind_error(exc, target, dual) from None
     return sock
 
 

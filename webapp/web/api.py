@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request, WebSocket
 
 from webapp.engine import BadSpec, interfaces, ports, sockopts
+from webapp.fleet.wire import SEP
 from webapp.web.deps import (
-    BindingDep, ExperimentsDep, LabScenariosDep, RecipesDep, SettingsDep, SupervisorDep,
+    BindingDep, ExperimentsDep, FleetDep, LabScenariosDep, RecipesDep, SettingsDep,
+    SupervisorDep,
 )
 from webapp.web.stream import json_stream
 
@@ -22,9 +24,10 @@ SPEC_SCHEMA = {
             "schema": {"type": "object", "required": ["kind"], "properties": {
                 "kind": {"type": "string",
                          "enum": ["server", "client", "spoofer", "stream", "listener",
-                                  "broadcast", "mtu-probe"]},
+                                  "broadcast", "mtu-probe", "multicast"]},
                 "name": {"type": "string", "description": "optional id for the worker"},
-                "host": {"type": "string", "default": "127.0.0.1"},
+                "host": {"type": "string", "default": "127.0.0.1",
+                         "description": "a name, an IPv4 or IPv6 literal (::1, fe80::1%eth0)"},
                 "port": {"oneOf": [{"type": "integer"}, {"type": "string"}], "default": 1060,
                          "description": "a number (0 = the OS picks) or a service name"},
                 "reply": {"type": "string", "enum": ["length", "echo", "none"]},
@@ -46,8 +49,25 @@ SPEC_SCHEMA = {
                          "description": "stream: bytes per datagram; mtu-probe: first send"},
                 "so_broadcast": {"type": "boolean", "description": "broadcast: SO_BROADCAST"},
                 "reuse_addr": {"type": "boolean", "description": "server: SO_REUSEADDR"},
+                "join": {"type": "array", "items": {"type": "string"},
+                         "description": "listener: multicast groups to join"},
+                "sources": {"type": "array", "items": {"type": "string"},
+                            "description": "listener: only these senders (source-specific)"},
+                "interface": {"type": "string", "description": "listener, multicast: the "
+                              "interface of the group (name or IPv4 address; default lo)"},
+                "multicast_all": {"type": "boolean", "description": "listener: "
+                                  "IP_MULTICAST_ALL (hear groups other sockets joined)"},
+                "ttl": {"type": "integer", "minimum": 0, "maximum": 255,
+                        "description": "multicast: IP_MULTICAST_TTL (default 1)"},
+                "loop": {"type": "boolean", "description": "multicast: IP_MULTICAST_LOOP"},
+                "bind": {"type": "string", "description": "multicast: the address to send from"},
+                "v6only": {"type": "boolean", "description": "server, listener: "
+                           "IPV6_V6ONLY; off, :: is dual-stack"},
                 "where": {"type": "string",
                           "description": "a virtual LAN host (h1..h4); absent: this machine"},
+                "machine": {"type": "string",
+                            "description": "a machine of the fleet (GET /api/machines); "
+                                           "absent: the dashboard's own"},
                 "rate": {"type": "number", "description": "stream: datagrams per second"},
                 "message": {"type": "string"},
                 "count": {"type": "integer", "minimum": 1},
@@ -94,16 +114,32 @@ async def stats(request: Request, supervisor: SupervisorDep) -> dict[str, Any]:
     }
 
 
+@router.get("/machines")
+async def list_machines(fleet: FleetDep) -> dict[str, list[dict[str, Any]]]:
+    """The fleet: this machine and every agent, `up` or `lost` (silent for 10 s)."""
+    return {"machines": fleet.status()}
+
+
 @router.get("/workers")
-async def list_workers(supervisor: SupervisorDep) -> dict[str, list[dict[str, Any]]]:
-    """Every worker, running or ended, oldest first."""
-    return {"workers": [w.to_dict() for w in supervisor.workers.values()]}
+async def list_workers(supervisor: SupervisorDep,
+                       fleet: FleetDep) -> dict[str, list[dict[str, Any]]]:
+    """Every worker, running or ended, oldest first (this machine's, then the others')."""
+    return {"workers": [w.to_dict() for w in supervisor.workers.values()]
+            + await fleet.workers(local=False)}
 
 
 @router.post("/workers", status_code=201, openapi_extra=SPEC_SCHEMA)
-async def start_worker(request: Request, supervisor: SupervisorDep) -> dict[str, Any]:
-    """Start a worker from a spec; 422 names a bad field, 409 a taken address or name."""
-    worker = await supervisor.start(await _json_body(request))
+async def start_worker(request: Request, supervisor: SupervisorDep,
+                       fleet: FleetDep) -> dict[str, Any]:
+    """Start a worker from a spec; 422 names a bad field, 409 a taken address or name.
+    `machine` starts it on another machine of the fleet."""
+    raw = await _json_body(request)
+    if isinstance(raw, dict) and ("machine" in raw or SEP in str(raw.get("target", ""))):
+        if fleet.machine(raw.get("machine")) is not fleet.local \
+                or SEP in str(raw.get("target", "")):
+            return await fleet.start(raw)
+        raw = {k: v for k, v in raw.items() if k != "machine"}
+    worker = await supervisor.start(raw)
     return worker.to_dict()
 
 
@@ -120,26 +156,38 @@ async def _json_body(request: Request, default: Any = None) -> Any:
 
 
 @router.get("/workers/{worker_id}")
-async def get_worker(worker_id: str, supervisor: SupervisorDep) -> dict[str, Any]:
+async def get_worker(worker_id: str, supervisor: SupervisorDep,
+                     fleet: FleetDep) -> dict[str, Any]:
     """One worker: state, local address, counters."""
+    if SEP in worker_id:
+        return await fleet.get(worker_id)
     return supervisor.get(worker_id).to_dict()
 
 
 @router.delete("/workers/{worker_id}")
-async def stop_worker(worker_id: str, supervisor: SupervisorDep) -> dict[str, Any]:
+async def stop_worker(worker_id: str, supervisor: SupervisorDep,
+                      fleet: FleetDep) -> dict[str, Any]:
     """Stop a worker: its task ends and its socket closes. It stays listed, `stopped`."""
+    if SEP in worker_id:
+        return await fleet.stop(worker_id)
     return (await supervisor.stop(worker_id)).to_dict()
 
 
 @router.post("/workers/{worker_id}/pause")
-async def pause_worker(worker_id: str, supervisor: SupervisorDep) -> dict[str, Any]:
+async def pause_worker(worker_id: str, supervisor: SupervisorDep,
+                       fleet: FleetDep) -> dict[str, Any]:
     """Pause a server (the book's Ctrl+Z): it stops reading; datagrams queue in the kernel."""
+    if SEP in worker_id:
+        return await fleet.call(worker_id, "pause")
     return supervisor.pause(worker_id).to_dict()
 
 
 @router.post("/workers/{worker_id}/resume")
-async def resume_worker(worker_id: str, supervisor: SupervisorDep) -> dict[str, Any]:
+async def resume_worker(worker_id: str, supervisor: SupervisorDep,
+                        fleet: FleetDep) -> dict[str, Any]:
     """Resume a paused server: it reads what waited and answers clients that may be gone."""
+    if SEP in worker_id:
+        return await fleet.call(worker_id, "resume")
     return supervisor.resume(worker_id).to_dict()
 
 
@@ -175,20 +223,25 @@ async def get_experiment(run_id: str, experiments: ExperimentsDep) -> dict[str, 
 
 
 @router.get("/workers/{worker_id}/options")
-async def worker_options(worker_id: str, supervisor: SupervisorDep) -> dict[str, list]:
+async def worker_options(worker_id: str, supervisor: SupervisorDep,
+                         fleet: FleetDep) -> dict[str, list]:
     """The socket options of a live worker's socket, as the kernel holds them."""
+    if SEP in worker_id:
+        return {"options": await fleet.call(worker_id, "options")}
     return {"options": sockopts.read_all(supervisor.get(worker_id).sock)}
 
 
 @router.post("/workers/{worker_id}/options")
 async def set_worker_option(worker_id: str, request: Request,
-                            supervisor: SupervisorDep) -> dict[str, Any]:
+                            supervisor: SupervisorDep, fleet: FleetDep) -> dict[str, Any]:
     """Set one option, `{"name": "SO_RCVBUF", "value": 4096}`; returns the kernel's real
     value afterwards (it doubles SO_RCVBUF and SO_SNDBUF)."""
     raw = await _json_body(request)
     if not isinstance(raw, dict) or set(raw) != {"name", "value"} \
             or not isinstance(raw["name"], str):
         raise BadSpec('The body must be {"name": "<option>", "value": <number or on/off>}')
+    if SEP in worker_id:
+        return await fleet.call(worker_id, "set_option", raw["name"], raw["value"])
     return sockopts.set_option(supervisor.get(worker_id).sock, raw["name"], raw["value"])
 
 
@@ -243,7 +296,8 @@ async def delete_lab(supervisor: SupervisorDep) -> dict[str, Any]:
 
 @router.post("/lab/scenarios/{name}", status_code=201)
 async def lab_scenario(name: str, scenarios: LabScenariosDep) -> dict[str, Any]:
-    """Run a one-click lab scenario: exchange, broadcast, mtu or binding."""
+    """Run a one-click lab scenario: exchange, broadcast, mtu, binding, multicast, ssm,
+    snooping or all-nodes."""
     return await scenarios.run(name)
 
 
@@ -292,8 +346,11 @@ async def recipe_stop(run_id: str, recipes: RecipesDep) -> dict[str, Any]:
 
 
 @router.get("/workers/{worker_id}/events")
-async def worker_events(worker_id: str, supervisor: SupervisorDep) -> dict[str, list]:
+async def worker_events(worker_id: str, supervisor: SupervisorDep,
+                        fleet: FleetDep) -> dict[str, list]:
     """A worker's kept events, oldest first."""
+    if SEP in worker_id:
+        return {"events": await fleet.events(worker_id)}
     return {"events": [e.to_dict() for e in supervisor.events(worker_id)]}
 
 

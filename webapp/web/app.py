@@ -19,6 +19,7 @@ from webapp.engine import lab
 from webapp.engine.labscenarios import LabScenarios
 from webapp.engine.policy import Policy
 from webapp.engine.recipes import Recipes
+from webapp.fleet import fleet
 from webapp.web import api, history, pages
 from webapp.web.render import Renderer, make_environment
 from webapp.web.security import Guard
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         policy = Policy(
             allow_limited_broadcast=settings.allow_limited_broadcast,
             allowed_networks=tuple(ipaddress.ip_network(n) for n in settings.allowed_networks),
+            max_multicast_ttl=settings.max_multicast_ttl,
             worker_rate=settings.worker_rate,
             worker_bytes=settings.worker_bytes,
             app_factor=settings.app_factor,
@@ -52,8 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with Supervisor(history=settings.worker_history, policy=policy,
                               keep_ended=settings.keep_ended) as supervisor, \
                 history.running(app, supervisor, settings.data_dir,
-                                cap=settings.history_events):
+                                cap=settings.history_events), \
+                fleet.running(supervisor, settings.nats_url, settings.nats_creds) as machines:
             app.state.supervisor = supervisor
+            app.state.fleet = machines
             app.state.experiments = Experiments(supervisor)
             app.state.binding = BindingExplorer(supervisor)
             app.state.lab_scenarios = LabScenarios(supervisor)

@@ -9,6 +9,7 @@ from webapp.engine import Supervisor
 from webapp.engine.experiments import BindingExplorer, Experiments
 from webapp.engine.labscenarios import LabScenarios
 from webapp.engine.recipes import Recipes
+from webapp.fleet.fleet import Fleet
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
@@ -33,6 +34,10 @@ def _recipes(conn: HTTPConnection) -> Recipes:
     return conn.app.state.recipes
 
 
+def _fleet(conn: HTTPConnection) -> Fleet:
+    return conn.app.state.fleet
+
+
 def _renderer(conn: HTTPConnection) -> Renderer:
     return conn.app.state.renderer
 
@@ -48,3 +53,4 @@ RecipesDep = Annotated[Recipes, Depends(_recipes)]
 ExperimentsDep = Annotated[Experiments, Depends(_experiments)]
 RendererDep = Annotated[Renderer, Depends(_renderer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+FleetDep = Annotated[Fleet, Depends(_fleet)]

@@ -9,7 +9,8 @@ sits over its lane and wraps instead of being cut)."""
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from webapp.engine.events import Event
+from webapp.engine.events import Event, host_port
+from webapp.engine.udp import plain_ip
 
 MAX_ITEMS = 30  # arrows and marks drawn at most: the diagram stays readable and bounded
 MAX_LANES = 6  # endpoints drawn at most: older items that need more lanes are left out
@@ -24,7 +25,12 @@ def _key(address) -> str:
     host, port = address[0], address[1]
     # A socket bound to every address is seen by its peers under one of them: on loopback
     # the port alone names the endpoint.
-    return str(port) if host in ("0.0.0.0", "::", "127.0.0.1", "::1") else f"{host}:{port}"
+    # A dual-stack socket sees an IPv4 peer as ::ffff:a.b.c.d: one endpoint, one column.
+    plain = plain_ip(str(host))
+    if plain is not None and plain.version == 4:
+        host = str(plain)
+    return str(port) if host in ("0.0.0.0", "::", "127.0.0.1", "::1") else host_port(
+        (host, port))
 
 
 def _shown(address) -> str:

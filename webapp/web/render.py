@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import jinja2
 from markupsafe import Markup
 
-from webapp.engine.events import Event
+from webapp.engine.events import Event, host_port
 from webapp.engine.specs import kind_name
 from webapp.engine.workers import Worker
 from webapp.web.ladder import layout
@@ -27,7 +27,7 @@ def make_environment(templates_dir) -> jinja2.Environment:
     env.filters["clock"] = lambda t: time.strftime("%H:%M:%S", time.localtime(t)) + (
         f".{int(t % 1 * 1000):03d}"
     )
-    env.filters["addr"] = lambda a: f"{a[0]}:{a[1]}" if a else "—"
+    env.filters["addr"] = host_port  # 127.0.0.1:1060, [::1]:1060
     env.filters["kind_name"] = kind_name  # spoofer → impostor, as the panels say
     env.globals["backoff_steps"] = backoff_steps
     return env

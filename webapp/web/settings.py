@@ -34,6 +34,7 @@ class Settings:
     worker_history: int = 1000  # events kept per worker for GET /api/workers/{id}/events
     allow_limited_broadcast: bool = False  # may workers send to 255.255.255.255?
     allowed_networks: tuple[str, ...] = ()  # --allow-net: real networks workers may send to
+    max_multicast_ttl: int = 1  # the TTL of groups sent towards a real network
     worker_rate: float = 1000.0  # datagrams/s per sending worker towards a real network
     worker_bytes: float = 1_000_000.0  # bytes/s per sending worker towards a real network
     app_factor: float = 10.0  # the whole app may send this many times one worker's cap
@@ -51,6 +52,8 @@ class Settings:
     header_timeout: float = 10.0  # seconds a connection may take to send a request's headers
     max_connections: int = 256  # open HTTP connections; past it the oldest idle one is closed
     keep_ended: int = 200  # ended workers kept on the dashboard, the newest (history keeps all)
+    nats_url: str | None = None  # --nats: join a fleet of lab machines (several machines)
+    nats_creds: Path | None = None  # --creds: the dashboard's credentials from fleet init
 
     @property
     def cookie_name(self) -> str:

@@ -11,7 +11,7 @@ stuck on its queue would hang uvicorn's shutdown).
 import asyncio
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -28,6 +28,9 @@ LADDER_TYPES = frozenset({"sent", "received", "dropped", "timeout", "gave-up", "
                           "reply", "error"})
 LADDER_EVERY = 0.25  # seconds: the ladder is redrawn at most this often
 OUTBOX = 8  # messages a connection may fall behind before it is caught up the hard way
+# Characters in one merged message: far below the 1 MiB a client takes by default
+# (websockets' max_size), which piled-up batches of a flood went past (the client closed, 1009).
+MERGED_MAX = 256 * 1024
 
 
 class Outbox:
@@ -83,6 +86,21 @@ class Hub:
             self.subscription.close()
 
 
+def merged_groups(pending: list[tuple[str, Any, int]]) -> Iterator[list[tuple[str, Any, int]]]:
+    """Consecutive batches to merge into one message each, in order, each group's texts adding
+    up to at most `MERGED_MAX` characters (a batch bigger than that goes alone)."""
+    group: list[tuple[str, Any, int]] = []
+    size = 0
+    for batch in pending:
+        if group and size + len(batch[0]) > MERGED_MAX:
+            yield group
+            group, size = [], 0
+        group.append(batch)
+        size += len(batch[0])
+    if group:
+        yield group
+
+
 async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
                 caught_up: Callable[[Outbox], str]) -> None:
     """Send `first()`, then the hub's messages until the peer goes. After an overflow the
@@ -109,10 +127,11 @@ async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
             # was sending go out merged.
             pending = list(outbox.messages)
             outbox.messages.clear()
-            if len(pending) == 1:
-                await websocket.send_text(pending[0][0])
-            elif pending:
-                await websocket.send_text(hub.merge([parts for _, parts, _ in pending]))
+            for group in merged_groups(pending):
+                if len(group) == 1:
+                    await websocket.send_text(group[0][0])
+                else:
+                    await websocket.send_text(hub.merge([parts for _, parts, _ in group]))
 
     state, limit = websocket.app.state, websocket.app.state.settings.max_watchers
     if state.watchers >= limit:

@@ -18,7 +18,7 @@ from webapp.engine.events import (
 )
 from webapp.engine.payload import show, time_message
 from webapp.engine.specs import ClientSpec
-from webapp.engine.udp import describe_os_error, open_client, short
+from webapp.engine.udp import describe_os_error, open_client, same_peer, short
 from webapp.engine.workers.base import Worker
 
 MAX_QUEUED_REPLIES = 1000
@@ -112,7 +112,9 @@ class ClientWorker(Worker):
 
     def _report_bound(self, template: str) -> None:
         self.local = short(self.sock.getsockname())
-        self.emit(Bound, template.format(format_address(self.local)), local=self.local)
+        self.emit(Bound, template.format(format_address(self.local))
+                  + self.target.family_note(), local=self.local,
+                  family=self.target.family_name)
 
     async def _next_answer(self, loop: asyncio.AbstractEventLoop, attempt: Attempt,
                            request: bytes) -> tuple[bytes, tuple] | None:
@@ -136,7 +138,8 @@ class ClientWorker(Worker):
 
     def _refusal(self, data: bytes, peer: tuple) -> str | None:
         """Why this mode refuses the datagram, or None to accept it."""
-        if self.spec.mode == "check-address" and peer != self.server:
+        # Family-correct: a mapped ::ffff:127.0.0.1 is the same peer as 127.0.0.1.
+        if self.spec.mode == "check-address" and not same_peer(peer, self.server):
             return (f"it came from {format_address(peer)}, not from the server "
                     f"{format_address(self.server)}")
         if self.ids is not None:
@@ -151,7 +154,7 @@ class ClientWorker(Worker):
 
     def _accept(self, data: bytes, address: tuple, request: bytes) -> None:
         peer = short(address)
-        expected = peer == self.server
+        expected = same_peer(peer, self.server)
         stale = data != request and data in self._earlier
         text = show(data)
         self.counters["replies"] += 1

@@ -19,7 +19,8 @@ from webapp.engine.payload import length_reply, show
 from webapp.engine.ratelimit import TokenBucket
 from webapp.engine.specs import ServerSpec
 from webapp.engine.udp import (
-    describe_os_error, kernel_queue, open_bound, short, waiting_datagrams,
+    describe_os_error, dual_stack_note, kernel_queue, mapped_note, open_bound, short,
+    waiting_datagrams,
 )
 from webapp.engine.workers.base import Worker
 
@@ -74,7 +75,8 @@ class ServerWorker(Worker):
 
     def open(self) -> None:
         spec = self.spec
-        self.sock = open_bound(self.target, reuse_addr=spec.reuse_addr)
+        self.sock = open_bound(self.target, reuse_addr=spec.reuse_addr,
+                               v6only=spec.v6only)
         if spec.rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, spec.rcvbuf)
         self.local = short(self.sock.getsockname())
@@ -87,7 +89,9 @@ class ServerWorker(Worker):
         self._local_peers: dict[str, bool] = {}
         self._per_source: dict[str, TokenBucket] = {}
         self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.emit(Listening, f"Listening at {format_address(self.local)}", local=self.local)
+        self.emit(Listening, f"Listening at {format_address(self.local)}"
+                  f"{self.target.family_note()}{dual_stack_note(self.target, spec.v6only)}",
+                  local=self.local, family=self.target.family_name)
 
     async def run(self) -> str:
         if self.state == "running":  # it may have been paused before its task first ran
@@ -165,7 +169,8 @@ class ServerWorker(Worker):
             return
         if shown:
             text = show(data)
-            self.emit(Received, f"The client at {format_address(peer)} says {text!r}",
+            self.emit(Received, f"The client at {format_address(peer)} says {text!r}"
+                      f"{mapped_note(peer[0])}",
                       local=self.local, peer=peer, size=size, text=text)
         reply = self.responder.answer(data)
         if reply is not None and self._may_reply(reply, size, peer):

@@ -1,0 +1,346 @@
+"""Agents as separate `udplab agent` processes, each in its own network namespace on a bridge
+this test made, driven from an in-process `Fleet` (the dashboard's side) over nats-server."""
+
+import asyncio
+import signal
+import subprocess
+import time
+
+import pytest
+
+from webapp.engine import BadSpec, Conflict, Refused, Supervisor, UnknownWorker
+from webapp.fleet.connection import Connection
+from webapp.fleet.fleet import Fleet
+from webapp.fleet.machine import LocalMachine
+from webapp.fleet.remote import RemoteMachine, Unreachable
+
+
+async def until(predicate, what: str, timeout: float = 10.0) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+async def dashboard(lan_fleet):
+    """The dashboard's side: a supervisor, its bus, and a fleet that joined nats-server."""
+    lan, server = lan_fleet
+    async with Supervisor() as supervisor:
+        fleet = Fleet(LocalMachine(supervisor))
+        connection = Connection(server.url, server.creds("dashboard"), name="test dashboard")
+        await connection.open()
+        try:
+            await fleet.join(connection)
+            await until(lambda: {"a", "b"} <= set(fleet.machines), "hellos from a and b")
+            yield fleet
+        finally:
+            for worker in await fleet.workers():
+                if worker["machine"] != "local" and worker["state"] in ("running", "paused"):
+                    await fleet.remove(worker["id"])
+            await fleet.close()
+
+
+async def test_agents_say_hello_with_their_addresses(dashboard, lan_fleet):
+    lan, _ = lan_fleet
+    status = {m["name"]: m for m in dashboard.status()}
+    assert status["local"]["local"] is True and status["local"]["state"] == "up"
+    for name in ("a", "b"):
+        machine = status[name]
+        assert machine["state"] == "up" and machine["local"] is False
+        assert machine["version"] and time.time() - machine["seen"] < 5
+        assert {"interface": "eth0", "address": lan.hosts[name], "prefix": 24} \
+            in machine["interfaces"], machine["interfaces"]
+    # and its own interfaces, asked over request/reply, are its namespace's: eth0 and lo
+    names = {i["name"] for i in await dashboard.machine("b").interfaces()}
+    assert names == {"lo", "eth0"}
+
+
+async def test_a_round_trip_across_machines(dashboard, lan_fleet):
+    """udp_remote.py's server on machine a, its client on machine b, to a's LAN address."""
+    lan, _ = lan_fleet
+    bus = dashboard.bus
+    with bus.subscribe() as sub:
+        server = await dashboard.start({"machine": "a", "kind": "server",
+                                        "host": lan.hosts["a"], "port": 1060})
+        assert server["id"].startswith("a:server-") and server["machine"] == "a"
+        assert server["local"] == [lan.hosts["a"], 1060] and server["state"] == "running"
+        client = await dashboard.start({"machine": "b", "kind": "client", "host": lan.hosts["a"],
+                                        "port": 1060, "count": 3, "interval": 0.05})
+        assert client["id"].startswith("b:client-")
+        seen = []
+
+        def replies() -> int:
+            events, _ = sub.drain()
+            seen.extend(events)
+            return sum(1 for e in seen if e.type == "reply" and e.worker == client["id"])
+
+        await until(lambda: replies() >= 3, "three replies on machine b")
+    received = [e for e in seen if e.type == "received" and e.worker == server["id"]]
+    assert len(received) == 3 and all(e.machine == "a" for e in received)
+    # the server saw the client's LAN address: they really are two machines
+    assert {e.peer[0] for e in received} == {lan.hosts["b"]}
+    reply = next(e for e in seen if e.type == "reply")
+    assert reply.machine == "b" and reply.peer == (lan.hosts["a"], 1060)
+    assert reply.text == "Your data was 38 bytes long" or reply.text.startswith("Your data was")
+    seqs = [e.seq for e in seen]
+    assert seqs == sorted(seqs), "events from agents are numbered by the dashboard's bus"
+    # the worker and its kept events, asked by fleet-wide id
+    assert (await dashboard.get(client["id"]))["state"] in ("running", "finished")
+    kept = await dashboard.events(client["id"])
+    assert [e["type"] for e in kept].count("reply") == 3
+    assert all(e["machine"] == "b" and e["worker"] == client["id"] for e in kept)
+    stopped = await dashboard.stop(server["id"])
+    assert stopped["state"] == "stopped" and stopped["id"] == server["id"]
+
+
+async def test_events_come_in_batches_not_one_message_per_datagram(dashboard, lan_fleet):
+    lan, _ = lan_fleet
+    machine: RemoteMachine = dashboard.machine("a")
+    await dashboard.start({"machine": "a", "kind": "server", "host": "127.0.0.1",
+                           "port": 1070, "name": "batch-server"})
+    before_events, before_batches = machine.received, machine.batch
+    await dashboard.start({"machine": "a", "kind": "client", "host": "127.0.0.1", "port": 1070,
+                           "count": 200, "interval": 0, "name": "batch-client"})
+    await until(lambda: machine.received - before_events >= 4 * 200, "800 events from a")
+    batches = machine.batch - before_batches
+    assert 1 <= batches <= (machine.received - before_events) / 10, batches
+    assert machine.missed == 0
+
+
+async def test_mistakes_come_back_as_the_engines_errors(dashboard, lan_fleet):
+    lan, _ = lan_fleet
+    with pytest.raises(BadSpec, match="no machine 'z'") as exc:
+        await dashboard.start({"machine": "z", "kind": "server"})
+    assert exc.value.field == "machine"
+    with pytest.raises(BadSpec) as exc:
+        await dashboard.start({"machine": "a", "kind": "server", "port": "no such port!"})
+    assert exc.value.field == "port"
+    await dashboard.start({"machine": "a", "kind": "server", "host": lan.hosts["a"],
+                           "port": 1061, "name": "taken"})
+    with pytest.raises(Conflict, match="already"):
+        await dashboard.start({"machine": "a", "kind": "server", "host": lan.hosts["a"],
+                               "port": 1061})
+    # the agent's own flags bound its workers: only its LAN was allowed (--allow-net)
+    with pytest.raises(Refused):
+        await dashboard.start({"machine": "b", "kind": "client", "host": "192.0.2.1",
+                               "port": 9})
+    with pytest.raises(UnknownWorker):
+        await dashboard.get("a:nobody")
+    with pytest.raises(UnknownWorker):
+        await dashboard.get("z:nobody")
+    with pytest.raises(Unreachable, match="not connected"):
+        await RemoteMachine("c", dashboard.connection.nc, dashboard.bus).get("server-1")
+
+
+def test_wrong_or_borrowed_credentials_end_the_agent_with_one_line(lan_fleet, tmp_path):
+    lan, server = lan_fleet
+    # c's own name with b's file: refused before connecting
+    agent = lan.agent(server, "c", creds="b", wait=False)
+    assert agent.proc.wait(timeout=20) != 0
+    assert "holds the credentials of 'b', not of 'c'" in agent.stderr()
+    # a wrong secret: nats-server refuses it
+    wrong = server.dir / "wrong.creds"
+    creds = server.creds("c")
+    wrong.write_text(creds.to_json().replace(creds.password, creds.password[:-2] + "zz"))
+    (server.dir / "c.creds").rename(server.dir / "c-good.creds")
+    try:
+        wrong.rename(server.dir / "c.creds")
+        agent = lan.agent(server, "c", wait=False)
+        assert agent.proc.wait(timeout=20) != 0
+    finally:
+        (server.dir / "c-good.creds").replace(server.dir / "c.creds")
+    err = agent.stderr()
+    assert "refused the credentials of 'c'" in err and "Authorization Violation" in err
+    for text in (err, lan.agents[-2].stderr()):
+        assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+
+
+async def test_a_killed_agent_is_lost_then_up_again_when_it_returns(dashboard, lan_fleet):
+    lan, server = lan_fleet
+    agent = lan.agent(server, "c")
+    await until(lambda: "c" in dashboard.machines, "a hello from c")
+    worker = await dashboard.start({"machine": "c", "kind": "server", "host": lan.hosts["c"],
+                                    "port": 1062})
+    assert [m["state"] for m in dashboard.status() if m["name"] == "c"] == ["up"]
+    sub = dashboard.bus.subscribe()
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait(timeout=5)
+    killed = time.monotonic()
+    await until(lambda: dashboard.machine("c").status()["state"] == "lost", "c lost",
+                timeout=15)
+    assert 8 < time.monotonic() - killed < 15
+    said = []
+
+    def heard(count: int) -> bool:
+        said.extend(e for e in sub.drain()[0] if e.type == "machine")
+        return len(said) >= count
+
+    await until(lambda: heard(1), "the log saying c is lost", timeout=3)
+    assert [(e.machine, e.state) for e in said] == [("c", "lost")]
+    assert "Machine c is lost" in said[0].message and said[0].to_dict()["machine"] == "c"
+    lost = [w for w in await dashboard.workers() if w["id"] == worker["id"]]
+    assert lost and lost[0]["state"] == "lost"  # not `running`: nobody knows
+    with pytest.raises(Unreachable):
+        await dashboard.get(worker["id"])
+    lan.agent(server, "c")
+    await until(lambda: dashboard.machine("c").status()["state"] == "up", "c up again",
+                timeout=10)
+    await until(lambda: heard(2), "the log saying c is up", timeout=3)
+    sub.close()
+    assert [(e.machine, e.state) for e in said] == [("c", "lost"), ("c", "up")]
+    assert await dashboard.machine("c").workers() == []  # a new run: its old workers died
+
+
+async def test_sigterm_stops_an_agent_and_its_workers(dashboard, lan_fleet):
+    lan, server = lan_fleet
+    for old in [a for a in lan.agents if a.name == "c"]:
+        old.stop()
+    agent = lan.agent(server, "c")
+    await until(lambda: "c" in dashboard.machines
+                and dashboard.machine("c").boot is not None
+                and dashboard.machine("c").status()["state"] == "up", "c up")
+    await dashboard.start({"machine": "c", "kind": "server", "host": lan.hosts["c"],
+                           "port": 1063})
+    with dashboard.bus.subscribe() as sub:
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(timeout=10) == 0
+        await asyncio.sleep(0.3)
+        events, _ = sub.drain()
+    err = agent.stderr()
+    assert "stopped: every worker's socket is closed" in err and "Traceback" not in err, err
+    # its last batch said so before it left
+    assert any(e.type == "stopped" and e.worker.startswith("c:server-") for e in events)
+
+
+async def test_a_cut_cable_makes_a_machine_lost_and_its_workers_are_adopted_back(
+        dashboard, lan_fleet):
+    """The agent keeps running while its machine is cut off; when it is back, so is its
+    still-running worker."""
+    lan, _ = lan_fleet
+    server = await dashboard.start({"machine": "b", "kind": "server", "host": lan.hosts["b"],
+                                    "port": 1064})
+    machine = dashboard.machine("b")
+    try:
+        subprocess.run(["ip", "-n", lan.ns("b"), "link", "set", "eth0", "down"], check=True,
+                       timeout=10)
+        await until(lambda: machine.state == "lost", "b lost", timeout=15)
+        assert [w["state"] for w in await dashboard.workers()
+                if w["id"] == server["id"]] == ["lost"]
+    finally:
+        subprocess.run(["ip", "-n", lan.ns("b"), "link", "set", "eth0", "up"], check=True,
+                       timeout=10)
+    await until(lambda: machine.state == "up", "b up again", timeout=20)
+    adopted = [w for w in await dashboard.workers() if w["id"] == server["id"]]
+    assert adopted and adopted[0]["state"] == "running", adopted
+    assert (await dashboard.stop(server["id"]))["state"] == "stopped"
+
+
+async def test_agents_and_dashboard_reconnect_after_nats_server_restarts(dashboard, lan_fleet):
+    lan, server = lan_fleet
+    machine = dashboard.machine("a")
+    boot = machine.boot
+    # a worker keeps talking meanwhile, more than the client's 2 MiB buffer holds offline
+    await dashboard.start({"machine": "a", "kind": "server", "host": "127.0.0.1",
+                           "port": 1068, "reply": "none"})
+    await dashboard.start({"machine": "a", "kind": "spoofer", "host": "127.0.0.1", "port": 1068,
+                           "count": 6000, "interval": 0.001, "message": "z" * 300})
+    server.stop()
+    await asyncio.sleep(3)
+    server.start()
+    # commands work again once both sides are back (each retries every second)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            workers = await machine.workers()
+            break
+        except Unreachable:
+            assert time.monotonic() < deadline, "a never answered after the restart"
+            await asyncio.sleep(0.5)
+    assert isinstance(workers, list)
+    seen = machine.seen
+    await until(lambda: machine.seen > seen + 1, "a hello after the restart")
+    assert machine.boot == boot and machine.state == "up"  # the same run of the agent
+    assert all(a.proc.poll() is None for a in lan.agents if a.name == "a")
+    # what could not be sent while offline is a gap the dashboard counts and says
+    await until(lambda: machine.missed > 0, "the gap in a's batches", timeout=10)
+    logged = [a.stderr() for a in lan.agents if a.name == "a"][-1]
+    assert "reconnecting" in logged and "connected again" in logged, logged
+
+
+async def test_an_impostor_on_one_machine_fools_a_client_on_another(dashboard, lan_fleet):
+    """The book's unwelcome reply across machines: the server on a is paused, the
+    promiscuous client on b waits, and an impostor on a (not the server's port) answers."""
+    lan, _ = lan_fleet
+    server = await dashboard.start({"machine": "a", "kind": "server", "host": lan.hosts["a"],
+                                    "port": 1066})
+    await dashboard.call(server["id"], "pause")
+    with dashboard.bus.subscribe() as sub:
+        client = await dashboard.start({"machine": "b", "kind": "client",
+                                        "host": lan.hosts["a"], "port": 1066,
+                                        "mode": "promiscuous", "timeout": 5.0,
+                                        "give_up_after": 5.0})
+        seen = []
+
+        def saw(kind: str) -> bool:
+            seen.extend(sub.drain()[0])
+            return any(e.type == kind and e.worker == client["id"] for e in seen)
+
+        await until(lambda: saw("waiting"), "the client on b to wait")
+        impostor = await dashboard.start({"machine": "a", "kind": "spoofer",
+                                          "target": client["id"]})
+        assert impostor["id"].startswith("a:spoofer-")
+        assert impostor["target"] == [lan.hosts["b"], client_port(await dashboard.get(
+            client["id"]))]
+        await until(lambda: saw("reply"), "the impostor's FAKE on b")
+    reply = next(e for e in seen if e.type == "reply" and e.worker == client["id"])
+    assert reply.text == "FAKE" and reply.expected is False and reply.machine == "b"
+    assert reply.peer[0] == lan.hosts["a"] and reply.peer[1] != 1066
+    with pytest.raises(BadSpec, match="Forging works only beside the client"):
+        await dashboard.start({"machine": "a", "kind": "spoofer", "target": client["id"],
+                               "forge": True})
+    await dashboard.stop(server["id"])
+
+
+def client_port(client: dict) -> int:
+    return client["local"][1]
+
+
+async def test_a_flood_of_long_rows_crosses_in_messages_nats_server_accepts(dashboard,
+                                                                             lan_fleet):
+    """Every datagram shown (--events-per-second 0) with 300-byte payloads: more than 1 MiB
+    of rows in one flush, so batches are cut by size (nats-server refuses bigger messages);
+    none is lost and the agent lives."""
+    lan, server = lan_fleet
+    for old in [a for a in lan.agents if a.name == "c"]:
+        old.stop()
+    agent = lan.agent(server, "c", extra=("--events-per-second", "0"))
+    await until(lambda: "c" in dashboard.machines
+                and dashboard.machine("c").status()["state"] == "up", "c up")
+    machine = dashboard.machine("c")
+    await until(lambda: machine.hello.get("boot") == machine.boot is not None, "c's new run")
+    target = await dashboard.start({"machine": "c", "kind": "server", "host": "127.0.0.1",
+                                    "port": 1067, "reply": "none"})
+    batches = machine.batch
+    seen = []
+
+    def rows(worker: dict, kind: str) -> int:
+        return sum(1 for e in seen if e.worker == worker["id"] and e.type == kind)
+
+    def every_row_came() -> bool:
+        seen.extend(sub.drain()[0])
+        return rows(flood, "sent") == 10000
+
+    with dashboard.bus.subscribe(maxlen=100_000) as sub:
+        # 10000 datagrams as fast as they go: a `sent` and a `received` row of ~700 bytes each
+        flood = await dashboard.start({"machine": "c", "kind": "spoofer", "host": "127.0.0.1",
+                                       "port": 1067, "count": 10000, "interval": 0,
+                                       "message": "y" * 300})
+        await until(every_row_came, "every sent row from c", timeout=40)
+    assert agent.proc.poll() is None, agent.stderr()
+    assert machine.missed == 0
+    received = (await dashboard.get(target["id"]))["counters"]["received"]
+    assert received > 9000 and rows(target, "received") == received
+    assert machine.batch - batches >= 5  # cut by size: several messages a flush

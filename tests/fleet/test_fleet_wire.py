@@ -1,0 +1,100 @@
+"""What travels between dashboard and agents, without a server: events, errors, ids."""
+
+import json
+
+import pytest
+
+from webapp.engine import BadSpec, Conflict, EngineError, EventBus, Supervisor, UnknownWorker
+from webapp.engine.events import BroadcastSent, Received, Sent, Stopped
+from webapp.fleet import wire
+from webapp.fleet.fleet import Fleet
+from webapp.fleet.machine import LocalMachine, Machine
+from webapp.fleet.remote import RemoteMachine
+
+
+def test_an_agents_event_becomes_the_same_class_here_with_its_machine():
+    sent = BroadcastSent(seq=7, time=1.5, worker="broadcast-1", message="m",
+                         local=("198.18.50.2", 5000), peer=("198.18.50.255", 1060), size=3,
+                         text="abc", reached=["listener-1", "listener-2"])
+    raw = json.loads(json.dumps(sent.to_dict()))  # as it crossed the wire
+    event = wire.event_from_agent(raw, "b", 42)
+    assert isinstance(event, BroadcastSent) and event.type == "sent"
+    assert event.seq == 42 and event.worker == "b:broadcast-1" and event.machine == "b"
+    assert event.peer == ("198.18.50.255", 1060) and event.local == ("198.18.50.2", 5000)
+    assert event.reached == ["b:listener-1", "b:listener-2"]
+    plain = Sent(seq=1, time=1.0, worker="client-1", message="m", local=None,
+                 peer=("127.0.0.1", 1060), size=1, text="x")
+    assert type(wire.event_from_agent(plain.to_dict(), "b", 1)).__mro__[1] is Sent
+    stopped = wire.event_from_agent(
+        Stopped(seq=1, time=1.0, worker="w", message="m", state="failed").to_dict(), "c", 2)
+    assert stopped.state == "failed" and stopped.to_dict()["machine"] == "c"
+
+
+def test_an_event_of_an_unknown_type_or_with_missing_fields_keeps_its_line():
+    newer = wire.event_from_agent({"type": "teleported", "worker": "w", "message": "hi",
+                                   "time": 3.0}, "a", 5)
+    assert newer.to_dict() == {"type": "note", "seq": 5, "time": 3.0, "worker": "a:w",
+                               "message": "hi", "machine": "a", "original": "teleported"}
+    older = wire.event_from_agent({"type": "received", "worker": "w", "message": "says"},
+                                  "a", 6)
+    assert older.type == "note" and older.message == "says" and not isinstance(older, Received)
+
+
+@pytest.mark.parametrize("error", [BadSpec("bad port", field="port"), Conflict("taken"),
+                                   UnknownWorker("who?"), EngineError("plain")])
+def test_engine_errors_cross_as_themselves(error):
+    with pytest.raises(type(error)) as caught:
+        wire.unpack(wire.failure(error))
+    assert type(caught.value) is type(error)
+    assert caught.value.message == error.message and caught.value.field == error.field
+    assert caught.value.status == error.status
+    assert wire.unpack(wire.ok({"id": "x"})) == {"id": "x"}
+
+
+def test_worker_ids_name_their_machine():
+    assert wire.fleet_id("b", "client-1") == "b:client-1"
+    assert wire.split_id("b:client-1") == ("b", "client-1")
+    assert wire.split_id("client-1") == (None, "client-1")
+
+
+async def test_a_batch_enters_the_bus_numbered_here_and_gaps_are_counted():
+    bus = EventBus()
+    bus.next_seq(), bus.next_seq()  # local events came first
+    machine = RemoteMachine("b", nc=None, bus=bus)
+    assert machine.state == "lost"  # never heard from
+    raw = Received(seq=900, time=1.0, worker="server-1", message="m", local=None,
+                   peer=("198.18.50.3", 4000), size=3, text="abc").to_dict()
+    with bus.subscribe() as sub:
+        # joined late: batch 5 is the first heard, so 1-4 are not "missed"
+        machine.receive_events({"boot": "x", "seq": 5, "events": [raw, raw]})
+        machine.receive_events({"boot": "x", "seq": 8, "events": [raw]})
+        events, _ = sub.drain()
+    assert [e.seq for e in events] == [3, 4, 5, 6] and all(e.machine == "b" for e in events)
+    assert [e.type for e in events] == ["received", "received", "machine", "received"]
+    assert "2 batch(es) of events never arrived" in events[2].message
+    assert machine.missed == 2 and machine.state == "up"
+    machine.receive_events({"boot": "y", "seq": 1, "events": []})  # the agent restarted
+    assert machine.missed == 2 and machine.batch == 1
+    # a hello numbers the batches sent before it: those that did not come never will
+    machine.receive_hello({"boot": "y", "batches": 4})
+    assert machine.missed == 5 and machine.batch == 4
+    machine.receive_events({"boot": "y", "seq": 5, "events": []})
+    assert machine.missed == 5
+
+
+async def test_both_machines_are_machines_and_the_local_one_is_the_default():
+    async with Supervisor() as supervisor:
+        local = LocalMachine(supervisor)
+        assert isinstance(local, Machine)
+        assert isinstance(RemoteMachine("b", nc=None, bus=supervisor.bus), Machine)
+        fleet = Fleet(local)
+        worker = await fleet.start({"kind": "server", "port": 0})
+        assert worker["machine"] == "local" and ":" not in worker["id"]
+        assert (await fleet.get(worker["id"]))["state"] == "running"
+        assert [m["name"] for m in fleet.status()] == ["local"]
+        assert fleet.status()[0]["state"] == "up" and fleet.status()[0]["local"] is True
+        with pytest.raises(BadSpec, match="no machine 'b'"):
+            await fleet.start({"kind": "server", "machine": "b"})
+        with pytest.raises(UnknownWorker):
+            await fleet.get("b:server-1")
+        assert (await fleet.stop(worker["id"]))["state"] == "stopped"

@@ -1,0 +1,167 @@
+"""The agent: one lab machine's engine, driven over NATS instead of HTTP.
+
+It answers request/reply commands on `udplab.<name>.cmd.<verb>` with JSON, publishes its
+workers' events in batches on `udplab.<name>.events` (one message per flush, at most every
+`FLUSH` seconds, never one per datagram) and says it is alive on `udplab.<name>.hello` every
+`HEARTBEAT` seconds. Publishing only hands bytes to the client's buffer: a slow or absent
+dashboard never makes a worker wait.
+"""
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from typing import Any, Awaitable, Callable
+
+import nats
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from webapp import __version__
+from webapp.engine import BadSpec, EngineError
+from webapp.fleet import wire
+from webapp.fleet.config import subject
+from webapp.fleet.machine import LocalMachine, addresses
+
+log = logging.getLogger("udplab.agent")
+FLUSH = 0.05  # seconds between event batches at most
+HEARTBEAT = 2.0  # seconds between hellos; the dashboard calls a machine lost after 10 s
+BATCH_BYTES = 256 * 1024  # a message's events at most (nats-server's max_payload is 1 MiB)
+
+
+class Agent:
+    """Serves a `LocalMachine` (its supervisor) to the fleet over one NATS connection."""
+
+    def __init__(self, machine: LocalMachine, nc: nats.NATS, *, flush: float = FLUSH,
+                 heartbeat: float = HEARTBEAT):
+        self.machine = machine
+        self.name = machine.name
+        self.nc = nc
+        self.flush_every = flush
+        self.heartbeat = heartbeat
+        self.boot = secrets.token_hex(8)  # tells the dashboard this is a new run of the agent
+        self.batches = 0
+        self.unsent = 0  # batches that could not be handed to NATS (its buffer full, offline)
+        self.started = time.time()
+        self._subscription = machine.supervisor.bus.subscribe(maxlen=100_000)
+        self.commands: dict[str, Callable[[dict], Awaitable[Any]]] = {
+            "start": lambda a: machine.start(a.get("spec")),
+            "stop": lambda a: machine.stop(_id(a)),
+            "remove": lambda a: machine.remove(_id(a)),
+            "pause": lambda a: machine.pause(_id(a)),
+            "resume": lambda a: machine.resume(_id(a)),
+            "workers": lambda a: machine.workers(),
+            "get": lambda a: machine.get(_id(a)),
+            "events": lambda a: machine.events(_id(a)),
+            "interfaces": lambda a: machine.interfaces(),
+            "ports": lambda a: machine.ports(a.get("query")),
+            "options": lambda a: machine.options(_id(a)),
+            "set-option": lambda a: machine.set_option(_id(a), a.get("name"), a.get("value")),
+            "hello": lambda a: _value(self.hello()),
+        }
+
+    def hello(self) -> dict[str, Any]:
+        """What the heartbeat says: who, which run, how many workers, which addresses."""
+        status = self.machine.status()
+        return {"machine": self.name, "boot": self.boot, "version": __version__,
+                "started": self.started, "time": time.time(), "batches": self.batches,
+                "workers": status["workers"], "interfaces": status["interfaces"]}
+
+    async def subscribe(self) -> None:
+        """Take this machine's commands (nats-server may refuse: see `Connection`)."""
+        await self.nc.subscribe(subject(self.name, "cmd", ">"), cb=self._command)
+        # Subscribe, then flush: a request sent before the server knows our subscription
+        # would find no responder.
+        await self.nc.flush()
+
+    async def serve(self) -> None:
+        """Publish events and hellos until cancelled (after `subscribe()`)."""
+        await self.nc.publish(subject(self.name, "hello"), wire.dumps(self.hello()))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._publish_events(), name="agent events")
+                group.create_task(self._beat(), name="agent heartbeat")
+        finally:
+            self._subscription.close()
+
+    async def _command(self, msg: Msg) -> None:
+        verb = msg.subject.rsplit(".", 1)[-1]
+        try:
+            args = json.loads(msg.data) if msg.data else {}
+            if not isinstance(args, dict):
+                raise BadSpec("A command's body must be a JSON object")
+            handler = self.commands.get(verb)
+            if handler is None:
+                raise BadSpec(f"This agent does not know the command {verb!r}: is it older "
+                              "than the dashboard?")
+            reply = wire.ok(await handler(args))
+        except EngineError as exc:
+            reply = wire.failure(exc)
+        except ValueError:
+            reply = wire.failure(BadSpec("A command's body must be JSON"))
+        except Exception as exc:  # one bad command must not end the agent
+            log.exception("command %s failed", verb)
+            reply = wire.failure(EngineError(f"The agent {self.name} failed: {exc!r}"))
+        if msg.reply:
+            await msg.respond(reply)
+
+    async def _publish_events(self) -> None:
+        sub = self._subscription
+        while True:
+            await sub.wait()
+            await self.publish_pending()
+            await asyncio.sleep(self.flush_every)  # what comes meanwhile goes in the next one
+
+    async def publish_pending(self) -> None:
+        """Publish what the workers said since the last batch: one message, or a few of at
+        most `BATCH_BYTES` when there is a lot. While nats-server is away the client buffers
+        a little; past that a batch is not sent, and the gap in the numbers says so."""
+        events, dropped = self._subscription.drain()
+        chunk: list[bytes] = []
+        size = 0
+        for event in events:
+            encoded = wire.dumps(event.to_dict())
+            if chunk and size + len(encoded) > BATCH_BYTES:
+                await self._publish_batch(chunk, dropped)
+                chunk, size, dropped = [], 0, 0
+            chunk.append(encoded)
+            size += len(encoded) + 1
+        if chunk or dropped:
+            await self._publish_batch(chunk, dropped)
+
+    async def _publish_batch(self, events: list[bytes], dropped: int) -> None:
+        self.batches += 1
+        head = wire.dumps({"machine": self.name, "boot": self.boot, "seq": self.batches,
+                           "dropped": dropped})
+        body = head[:-1] + b',"events":[' + b",".join(events) + b"]}"
+        try:
+            await self.nc.publish(subject(self.name, "events"), body)
+        except NatsError:  # offline with a full buffer, or closing: this batch is lost
+            self.unsent += 1
+
+    async def finish(self) -> None:
+        """After its workers stopped: send their last events, and make sure they left."""
+        await self.publish_pending()
+        await self.nc.flush(timeout=2)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            if self.nc.is_connected:
+                try:
+                    await self.nc.publish(subject(self.name, "hello"),
+                                          wire.dumps(self.hello()))
+                except NatsError:  # gone again meanwhile: the next beat will tell
+                    pass
+
+
+def _id(args: dict) -> str:
+    worker_id = args.get("id")
+    if not isinstance(worker_id, str):
+        raise BadSpec("The command needs the worker's id")
+    return worker_id
+
+
+async def _value(value: Any) -> Any:
+    return value

@@ -1,0 +1,204 @@
+"""A machine reached over NATS: an `udplab agent` on another computer (or namespace).
+
+Commands are NATS requests answered by the agent; its event batches and hellos come in
+through the `Fleet`, which hands them to `receive_events()` and `receive_hello()`. Events
+enter the dashboard's own bus, so history, streams and sampling see them like local ones.
+"""
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from webapp.engine import EngineError, EventBus
+from webapp.fleet import wire
+from webapp.fleet.config import subject
+
+if TYPE_CHECKING:  # the dashboard without --nats never loads the NATS client
+    import nats
+
+LOST_AFTER = 10.0  # seconds of silence before a machine is `lost`
+REQUEST_TIMEOUT = 5.0  # seconds an agent gets to answer a command
+
+
+class Unreachable(EngineError):
+    """A machine of the fleet does not answer (lost, or its agent is not running)."""
+
+    status = 503
+
+
+class RemoteMachine:
+    """One agent, seen from the dashboard; implements `Machine`."""
+
+    local = False
+
+    def __init__(self, name: str, nc: "nats.NATS", bus: EventBus, *,
+                 lost_after: float = LOST_AFTER, timeout: float = REQUEST_TIMEOUT):
+        self.name = name
+        self.nc = nc
+        self.bus = bus
+        self.lost_after = lost_after
+        self.timeout = timeout
+        self.seen = 0.0  # when we last heard from it (hello, events or a reply)
+        self.hello: dict[str, Any] = {}
+        self.boot: str | None = None
+        self.batch = 0  # the last event batch's number in this boot
+        self.missed = 0  # event batches that never arrived (a gap in the numbers)
+        self.received = 0  # events received
+        self._workers: dict[str, dict] = {}  # the last known state of its workers
+
+    @property
+    def state(self) -> str:
+        """`up`, or `lost` after `lost_after` seconds of silence."""
+        return "up" if time.time() - self.seen <= self.lost_after else "lost"
+
+    # --- what the agent sends unasked ------------------------------------------------------
+
+    def receive_hello(self, hello: dict[str, Any]) -> None:
+        """A heartbeat: the agent is alive, which run of it, its addresses."""
+        self.seen = time.time()
+        self.hello = hello
+        batches = hello.get("batches")
+        if isinstance(batches, int):
+            self._new_boot(hello.get("boot"), batches)
+            # NATS keeps one publisher's order: every batch numbered up to `batches` that was
+            # sent has arrived before this hello, so the rest never will
+            self._arrived(batches)
+
+    def receive_events(self, batch: dict[str, Any]) -> None:
+        """A batch of events: each enters the bus as an event of this machine (never awaits)."""
+        self.seen = time.time()
+        seq = batch.get("seq")
+        bus = self.bus
+        if isinstance(seq, int):
+            self._new_boot(batch.get("boot"), seq - 1)
+            self._arrived(seq - 1)
+            self.batch = max(self.batch, seq)
+        for raw in batch.get("events") or ():
+            if isinstance(raw, dict):
+                event = wire.event_from_agent(raw, self.name, bus.next_seq())
+                bus.publish(event)
+                self.received += 1
+                self._track(event)
+
+    def _arrived(self, last: int) -> None:
+        """Batches up to `last` are in (or never will be): count and say any gap."""
+        if last <= self.batch:
+            return
+        gap, self.batch = last - self.batch, last
+        self.missed += gap
+        bus = self.bus
+        bus.publish(wire.MachineChanged(
+            seq=bus.next_seq(), time=time.time(), worker=self.name, machine=self.name,
+            state="up", message=f"Machine {self.name}: {gap} batch(es) of events never "
+            "arrived (it was cut off from nats-server for a while); its counters still "
+            "count everything"))
+
+    def _new_boot(self, boot: Any, sent_before: int) -> None:
+        """Gaps count from the first batch heard (what an agent sent before the dashboard
+        joined is not missed), and from 0 again when the agent restarts (a new boot)."""
+        if not isinstance(boot, str) or boot == self.boot:
+            return
+        self.batch = sent_before if self.boot is None else 0
+        self.boot = boot
+
+    def _track(self, event) -> None:
+        known = self._workers.get(event.worker)
+        if known is None:
+            return
+        if event.type == "stopped":
+            known["state"] = event.state
+        elif event.type == "paused":
+            known["state"] = "paused"
+        elif event.type == "resumed":
+            known["state"] = "running"
+        elif event.type == "removed":
+            self._workers.pop(event.worker, None)
+
+    # --- commands --------------------------------------------------------------------------
+
+    async def request(self, verb: str, **args: Any) -> Any:
+        """Ask the agent; its answer, or its engine error raised here, or `Unreachable`."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+
+        try:
+            msg = await self.nc.request(subject(self.name, "cmd", verb), wire.dumps(args),
+                                        timeout=self.timeout)
+        except NoRespondersError:
+            raise Unreachable(f"Machine {self.name} is not connected (its agent is not "
+                              "running): start 'udplab agent' there", field="machine") from None
+        except NatsTimeout:
+            raise Unreachable(f"Machine {self.name} did not answer within {self.timeout:g} s",
+                              field="machine") from None
+        self.seen = time.time()
+        try:
+            return wire.unpack(msg.data)
+        except (ValueError, KeyError):
+            raise EngineError(f"Machine {self.name} sent an answer this dashboard cannot "
+                              "read: is its agent another version?") from None
+
+    def _worker(self, raw: dict) -> dict:
+        worker = wire.worker_from_agent(raw, self.name)
+        self._workers[worker["id"]] = worker
+        return worker
+
+    async def start(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._worker(await self.request("start", spec=spec))
+
+    async def stop(self, worker_id: str) -> dict[str, Any]:
+        return self._worker(await self.request("stop", id=worker_id))
+
+    async def remove(self, worker_id: str) -> dict[str, Any]:
+        worker = self._worker(await self.request("remove", id=worker_id))
+        self._workers.pop(worker["id"], None)
+        return worker
+
+    async def pause(self, worker_id: str) -> dict[str, Any]:
+        return self._worker(await self.request("pause", id=worker_id))
+
+    async def resume(self, worker_id: str) -> dict[str, Any]:
+        return self._worker(await self.request("resume", id=worker_id))
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """Its workers; from memory, each `lost`, while the machine is lost."""
+        if self.state == "lost":
+            return [dict(w, state="lost") for w in self._workers.values()
+                    if w["state"] in ("running", "paused", "lost")]
+        workers = [wire.worker_from_agent(w, self.name) for w in await self.request("workers")]
+        self._workers = {w["id"]: w for w in workers}
+        return workers
+
+    async def get(self, worker_id: str) -> dict[str, Any]:
+        return self._worker(await self.request("get", id=worker_id))
+
+    async def events(self, worker_id: str) -> list[dict[str, Any]]:
+        raws = await self.request("events", id=worker_id)
+        return [wire.event_from_agent(raw, self.name, raw.get("seq", 0)).to_dict()
+                for raw in raws]
+
+    async def interfaces(self) -> list[dict[str, Any]]:
+        return await self.request("interfaces")
+
+    async def ports(self, query: str) -> dict[str, Any]:
+        return await self.request("ports", query=query)
+
+    async def options(self, worker_id: str) -> list[dict[str, Any]]:
+        return await self.request("options", id=worker_id)
+
+    async def set_option(self, worker_id: str, name: str, value: Any) -> dict[str, Any]:
+        return await self.request("set-option", id=worker_id, name=name, value=value)
+
+    def status(self) -> dict[str, Any]:
+        hello = self.hello
+        return {"name": self.name, "state": self.state, "local": False,
+                "seen": self.seen or None, "workers": hello.get("workers", 0),
+                "interfaces": hello.get("interfaces", []), "version": hello.get("version")}
+
+
+def decode(data: bytes) -> dict[str, Any] | None:
+    """A message body as a JSON object, or None if it is not one."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
