@@ -31,8 +31,15 @@
     return Boolean(element);
   }
 
+  // The newest match: cards are appended, so the last one is the worker just started.
+  function clickNewest(selector) {
+    const all = document.querySelectorAll(selector);
+    if (all.length) all[all.length - 1].click();
+    return all.length > 0;
+  }
+
   // Keyboard shortcuts, for a teacher at a projector: P presentation, N next recipe step,
-  // S pause or resume the first server, C clear ended workers and the log.
+  // S pause or resume the newest running server, C clear ended workers and the log.
   function onKey(event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const target = event.target;
@@ -42,7 +49,7 @@
     if (document.body.classList.contains("viewer") && key !== "p") return;
     if (key === "p") setPresenting(!document.body.classList.contains("present"));
     else if (key === "n") click("#recipe-next");
-    else if (key === "s") click(".card.kind-server button.pause, .card.kind-server button.resume");
+    else if (key === "s") clickNewest(".card.kind-server button.pause:enabled, .card.kind-server button.resume:enabled");
     else if (key === "c") {
       click("#clear-ended");
       const rows = document.getElementById("log-rows");

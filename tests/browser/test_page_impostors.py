@@ -152,7 +152,7 @@ def test_impostor_form_fools_a_waiting_client(page, live):
         expect(form.locator("input[name=message]")).to_have_value("FAKE")
         # the host field has a default; the target decides where the datagram goes
         form.get_by_role("button", name="Send impostor reply").click()
-        expect(page.locator("#spoofer-result")).to_contain_text("Started spoofer")
+        expect(page.locator("#spoofer-result")).to_contain_text("Started impostor")
         expect(page.locator("#log-rows")).to_contain_text(
             re.compile(r"The server \('127\.0\.0\.1', \d+\) replied 'FAKE'"))
         expect(client_card.locator("[data-counter=unexpected]")).to_have_text("1")

@@ -42,7 +42,7 @@ def test_lab_panel_builds_runs_the_scenarios_and_tears_down(page, live):
         expect(page.locator("#server-form select[name=where]")).to_have_count(0)
 
         panel.get_by_role("button", name="Build the virtual LAN").click()
-        # HX-Refresh: the whole page reloads, so every form now offers the lab's hosts
+        # every form's "On" field is swapped in place: it now offers the lab's hosts
         topology = panel.locator("svg.topology")
         expect(topology).to_be_visible()
         expect(page.locator("#conn-status")).to_have_text("live")

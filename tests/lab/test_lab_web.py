@@ -173,13 +173,20 @@ def test_delete_tears_the_lab_down(lab_app, kernel):
         http.stop_started()
 
 
+WHERE_OOB = re.compile(r'<div hx-swap-oob="innerHTML:\.where-field">(.*?)</div>', re.S)
+
+
 def test_lab_panel_page_routes(lab_app):
     """The Lab panel's forms, as htmx sends them (HX-Request) and without JavaScript."""
     with lab_app.client() as http:
         hx = {"HX-Request": "true"}
         panel = http.post("/lab", headers=hx)
         assert panel.status_code == 200, panel.text
-        assert panel.headers.get("HX-Refresh") == "true"
+        # no page reload (it would wipe the other forms): every form's "On" field in place
+        assert "HX-Refresh" not in panel.headers
+        oob = WHERE_OOB.search(panel.text)
+        assert oob and re.findall(r'<option value="(h\d)"', oob.group(1)) == [
+            "h1", "h2", "h3", "h4"]
         assert 'class="topology"' in panel.text and "MTU 1280" in panel.text
         page = http.get("/")
         assert page.status_code == 200
@@ -190,10 +197,11 @@ def test_lab_panel_page_routes(lab_app):
         assert result.status_code == 200
         assert result.text.count("✓") == 3 and "✕" not in result.text
         again = http.post("/lab", headers=hx)  # already built: the panel says so, no refresh
-        assert "HX-Refresh" not in again.headers
         assert "already built" in again.text
         down = http.post("/lab/delete", headers=hx)
-        assert down.headers.get("HX-Refresh") == "true"
+        assert "HX-Refresh" not in down.headers
+        emptied = WHERE_OOB.search(down.text)
+        assert emptied and "<select" not in emptied.group(1)
         assert "Build the virtual LAN" in down.text
         assert '<select name="where">' not in http.get("/").text
         plain = http.post("/lab")  # no JavaScript: back to the page

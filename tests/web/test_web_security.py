@@ -276,7 +276,7 @@ def assert_security_headers(response: httpx.Response) -> None:
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, csp
     assert "object-src 'none'" in csp and "frame-ancestors 'none'" in csp, csp
     assert response.headers.get("x-content-type-options") == "nosniff"
-    assert response.headers.get("referrer-policy") == "no-referrer"
+    assert response.headers.get("referrer-policy") == "same-origin"
 
 
 @pytest.mark.parametrize(("what", "method", "path", "auth", "status"), [

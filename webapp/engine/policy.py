@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from webapp.engine.errors import Refused
+from webapp.engine.lab import FAR, LAN
 from webapp.engine.ratelimit import Throttle, TokenBucket
 
 LIMITED_BROADCAST = "255.255.255.255"
@@ -101,7 +102,14 @@ class Policy:
                     f"{', '.join(str(n) for n in self.lab_networks)}) and its own loopback, "
                     f"not {address}", field="host")
             ip = _ip(address)
-            if not any(ip in net for net in self.allowed_networks if ip.version == net.version):
+            allowed = any(ip in net for net in self.allowed_networks if ip.version == net.version)
+            if not allowed and not self.lab_networks and any(
+                    ip in net for net in (LAN, FAR) if ip.version == net.version):
+                raise Refused(
+                    f"{address} is an address of the virtual LAN, and the virtual LAN is "
+                    "down: build it first (the Lab panel, or POST /api/lab), then place the "
+                    "worker on one of its hosts", field="where")
+            if not allowed:
                 width = 32 if ip.version == 4 else 128
                 raise Refused(
                     f"Sending to {address} is refused: by default workers send only to "

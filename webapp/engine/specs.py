@@ -15,6 +15,10 @@ from webapp.engine.backoff import Backoff
 from webapp.engine.errors import BadSpec
 
 CLIENT_MODES = ("promiscuous", "check-address", "connected", "request-id")
+# Each kind as the page's panels and messages name it (the spoofer is the book's impostor).
+KIND_NAMES = {"server": "server", "client": "client", "spoofer": "impostor",
+              "stream": "stream", "listener": "listener", "broadcast": "broadcast",
+              "mtu-probe": "MTU probe"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 _SERVICE = re.compile(r"[A-Za-z][A-Za-z0-9._+-]{0,31}")
 _MAX_MESSAGE = 65507  # the largest UDP payload over IPv4
@@ -64,6 +68,11 @@ def _port(field: str, value: Any) -> int | str:
     )
 
 
+def _plain(number: float) -> str:
+    """A bound as people write it: 10,000,000 rather than 1e+07."""
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
+
+
 def _number(lo: float, hi: float, *, integer: bool = False) -> Callable[[str, Any], Any]:
     def check(field: str, value: Any) -> Any:
         if isinstance(value, str):
@@ -78,7 +87,8 @@ def _number(lo: float, hi: float, *, integer: bool = False) -> Callable[[str, An
             ok = ok and float(value).is_integer()
         if not ok or not math.isfinite(value) or not lo <= value <= hi:
             kind = "a whole number" if integer else "a number"
-            raise BadSpec(f"The {field} must be {kind} from {lo:g} to {hi:g}", field=field)
+            raise BadSpec(f"The {field} must be {kind} from {_plain(lo)} to {_plain(hi)}",
+                          field=field)
         return int(value) if integer else float(value)
 
     return check
@@ -249,6 +259,7 @@ class SpooferSpec(Spec):
         "interval": _number(0, 3600),
         "forge": _flag,
     }
+    port: int | str | None = None  # no default: an impostor sent nowhere in particular
     target: str | None = None  # a client worker: send to its address, and forge its server's
     message: str | None = "FAKE"
     count: int = 1
@@ -260,6 +271,13 @@ class SpooferSpec(Spec):
             raise BadSpec(
                 "Forging needs a target client: its server's address is the lie the forged "
                 "datagram tells. Name the client in 'target'",
+                field="target",
+            )
+        if not self.target and self.port is None:
+            # Without this it would quietly go to 127.0.0.1:1060, a port nobody chose.
+            raise BadSpec(
+                "An impostor needs somewhere to send: name a target client, or give a host "
+                "and a port",
                 field="target",
             )
 
@@ -451,6 +469,13 @@ KINDS: dict[str, type[Spec]] = {
     cls.kind: cls for cls in (ServerSpec, ClientSpec, SpooferSpec, StreamSpec, ListenerSpec,
                               BroadcastSpec, MtuProbeSpec, MulticastSpec)
 }
+
+
+def kind_name(kind: str, *, first: bool = False) -> str:
+    """A worker kind in words: `mtu-probe` → `MTU probe`; `first` capitalises a sentence's
+    first word (`Impostor`, never `Mtu-probe`)."""
+    name = KIND_NAMES.get(kind, kind)
+    return name[:1].upper() + name[1:] if first else name
 
 
 def parse_spec(raw: Any) -> Spec:

@@ -16,7 +16,7 @@ from webapp.engine.errors import BadSpec, Conflict, TooMany, UnknownWorker
 from webapp.engine.events import Address, Error, Event, Removed, Stopped
 from webapp.engine.lab import Lab
 from webapp.engine.policy import Policy
-from webapp.engine.specs import Spec, SpooferSpec, parse_spec
+from webapp.engine.specs import Spec, SpooferSpec, kind_name, parse_spec
 from webapp.engine.udp import Target, plain_ip, resolve
 from webapp.engine.workers import WORKER_CLASSES, Worker
 
@@ -276,7 +276,8 @@ class Supervisor:
         worker.close()
         worker.state = state
         worker.ended = time.time()
-        worker.emit(Stopped, f"{worker.kind.capitalize()} {worker.id} {state}", state=state)
+        worker.emit(Stopped, f"{kind_name(worker.kind, first=True)} {worker.id} {state}",
+                    state=state)
         self._clear_old()
 
     def _clear_old(self) -> None:
@@ -287,8 +288,9 @@ class Supervisor:
             return
         ended.sort(key=lambda w: w.ended or 0.0)
         for worker in ended[:len(ended) - self.keep_ended]:
-            self._forget(worker, f"{worker.kind.capitalize()} {worker.id} cleared from the "
-                         f"dashboard (it keeps the newest {self.keep_ended} ended workers); "
+            self._forget(worker, f"{kind_name(worker.kind, first=True)} {worker.id} cleared "
+                         f"from the dashboard (it keeps the newest {self.keep_ended} ended "
+                         "workers); "
                          "the History page keeps it")
 
     def _forget(self, worker: Worker, message: str) -> None:
@@ -304,7 +306,7 @@ class Supervisor:
             return self.workers[worker_id]
         except KeyError:
             raise UnknownWorker(
-                f"There is no worker {worker_id!r}: list them with GET /api/workers"
+                f"There is no worker {worker_id!r}: it was removed, or never started"
             ) from None
 
     def pause(self, worker_id: str) -> Worker:
@@ -338,14 +340,14 @@ class Supervisor:
     async def remove(self, worker_id: str) -> Worker:
         """Stop a worker and forget it, events and all."""
         worker = await self.stop(worker_id)
-        self._forget(worker, f"{worker.kind.capitalize()} {worker_id} removed")
+        self._forget(worker, f"{kind_name(worker.kind, first=True)} {worker_id} removed")
         return worker
 
     async def remove_ended(self) -> list[str]:
         """Forget every worker that has ended; their ids."""
         ended = [w for w in self.workers.values() if not w.alive]
         for worker in ended:
-            self._forget(worker, f"{worker.kind.capitalize()} {worker.id} removed")
+            self._forget(worker, f"{kind_name(worker.kind, first=True)} {worker.id} removed")
         return [w.id for w in ended]
 
     async def build_lab(self) -> Lab:

@@ -301,15 +301,18 @@ async def _chunks(upload: Any) -> AsyncIterator[bytes]:
 
 # --- page -------------------------------------------------------------------------------
 
-def _page(renderer, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-    body = renderer.env.get_template(template).render(**context)
+def _page(renderer, template: str, *, request: Request, status: int = 200,
+          **context: Any) -> HTMLResponse:
+    # The read-only viewer is shown no button it may not press (Run again, Delete, Import).
+    viewer = getattr(request.state, "udplab_auth", None) == "viewer"
+    body = renderer.env.get_template(template).render(viewer=viewer, **context)
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 def _unavailable(request: Request, renderer) -> HTMLResponse | None:
     if getattr(request.app.state, "history", None) is not None:
         return None
-    return _page(renderer, "history.html", status=503, sessions=[], q="",
+    return _page(renderer, "history.html", request=request, status=503, sessions=[], q="",
                  error=getattr(request.app.state, "history_error", None)
                  or "History is not running in this app")
 
@@ -323,8 +326,8 @@ async def history_page(request: Request, renderer: RendererDep, q: str = "",
     recorder: Recorder = request.app.state.history
     sessions = await _read(recorder, lambda: recorder.store.sessions(
         q.strip(), current=recorder.session))
-    return _page(renderer, "history.html", sessions=sessions, q=q, done=done, error=None,
-                 notice=recorder.store.notice)
+    return _page(renderer, "history.html", request=request, sessions=sessions, q=q, done=done,
+                 error=None, notice=recorder.store.notice)
 
 
 @router.get("/history/{history_id:int}", include_in_schema=False)
@@ -337,10 +340,10 @@ async def history_worker_page(history_id: int, request: Request,
     try:
         worker = await _read(recorder, recorder.store.worker, history_id)
     except EngineError as exc:
-        return _page(renderer, "history.html", status=exc.status, sessions=[], q="",
-                     error=exc.message)
+        return _page(renderer, "history.html", request=request, status=exc.status,
+                     sessions=[], q="", error=exc.message)
     ladder = [e for e in worker["events"] if e["type"] in DATAGRAM_TYPES and e.get("peer")]
-    return _page(renderer, "history_worker.html", w=worker, ladder=ladder,
+    return _page(renderer, "history_worker.html", request=request, w=worker, ladder=ladder,
                  outgoing=DATAGRAM_TYPES, error=request.query_params.get("error"))
 
 
@@ -397,6 +400,6 @@ async def import_from_page(request: Request, renderer: RendererDep) -> Response:
     except EngineError as exc:
         sessions = await _read(recorder, lambda: recorder.store.sessions(
             "", current=recorder.session))
-        return _page(renderer, "history.html", status=exc.status, sessions=sessions, q="",
-                     error=exc.message)
+        return _page(renderer, "history.html", request=request, status=exc.status,
+                     sessions=sessions, q="", error=exc.message)
     return RedirectResponse("/history?done=imported", status_code=303)

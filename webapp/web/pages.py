@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from webapp.engine import EngineError
+from webapp.engine.errors import UnknownWorker
 from webapp.engine.interfaces import host_choices
 from webapp.engine import interfaces, ports, sockopts
 from webapp.engine.export import payload_of
@@ -26,11 +27,12 @@ from webapp.web.stream import page_stream
 router = APIRouter(include_in_schema=False)
 
 
+# Short enough to show whole in the select at a phone's width (the issue saw them cut).
 CLIENT_MODE_LABELS = [
-    ("promiscuous", "promiscuous (sendto/recvfrom, any reply)"),
-    ("check-address", "check-address (refuse other sources)"),
-    ("connected", "connected (connect, send/recv)"),
-    ("request-id", "request-id (random ID in each request)"),
+    ("promiscuous", "promiscuous: any reply"),
+    ("check-address", "check-address: its server only"),
+    ("connected", "connected: connect() first"),
+    ("request-id", "request-id: an ID per request"),
 ]
 
 
@@ -123,6 +125,13 @@ async def start_from_form(request: Request, supervisor: SupervisorDep, renderer:
     return RedirectResponse("/", status_code=303)
 
 
+def _in_page_words(exc: EngineError) -> str:
+    """An engine error as the page says it: where to look is a panel, not an API route."""
+    if isinstance(exc, UnknownWorker):
+        return f"{exc.message}: the Workers panel shows the ones there are"
+    return exc.message
+
+
 async def _act(request: Request, action) -> Response:
     """Run a card's button action (sync or async) and answer htmx or a plain form."""
     try:
@@ -131,7 +140,7 @@ async def _act(request: Request, action) -> Response:
             await result
     except EngineError as exc:
         if request.headers.get("hx-request") == "true":
-            return HTMLResponse(f"<p class=error>{html.escape(exc.message)}</p>",
+            return HTMLResponse(f"<p class=error>{html.escape(_in_page_words(exc))}</p>",
                                 status_code=exc.status)
         raise
     if request.headers.get("hx-request") == "true":
@@ -203,7 +212,7 @@ def _options_fragment(renderer, supervisor, worker_id: str | None, changed=None,
         worker = supervisor.get(worker_id)
         options = sockopts.read_all(worker.sock)
     except EngineError as exc:
-        return template.render(error=exc.message)
+        return template.render(error=_in_page_words(exc))
     return template.render(worker=worker, options=options, changed=changed, error=error)
 
 
@@ -269,16 +278,18 @@ async def _lab_action(request: Request, supervisor, renderer, action) -> Respons
         error = exc.message
     if request.headers.get("hx-request") != "true":
         return RedirectResponse("/#lab", status_code=303)
-    # On success the whole page reloads, so every form offers (or stops offering) the hosts.
-    headers = {} if error else {"HX-Refresh": "true"}
-    return HTMLResponse(_lab_fragment(renderer, supervisor, error=error), headers=headers)
+    # Every form's "On" field follows the lab, swapped in place: a page reload would wipe
+    # what the person typed in the other forms and close the panels they opened.
+    where = renderer.env.get_template("partials/_where.html").render(
+        lab=supervisor.lab.to_dict(), where=None)
+    return HTMLResponse(_lab_fragment(renderer, supervisor, error=error)
+                        + f'<div hx-swap-oob="innerHTML:.where-field">{where}</div>')
 
 
 @router.post("/lab")
 async def build_lab_from_page(request: Request, supervisor: SupervisorDep,
                               renderer: RendererDep) -> Response:
-    """The Lab panel's Build button. (The whole page reloads on the next visit so the forms
-    offer the lab's hosts; htmx swaps the panel now.)"""
+    """The Lab panel's Build button: htmx swaps the panel and every form's "On" field."""
     return await _lab_action(request, supervisor, renderer, supervisor.build_lab)
 
 
@@ -331,7 +342,7 @@ async def recipe_from_page(request: Request, recipes: RecipesDep,
         run = recipes.start(str(form.get("name", "")))
     except EngineError as exc:
         if request.headers.get("hx-request") == "true":
-            return HTMLResponse(f"<p class=error>{html.escape(exc.message)}</p>",
+            return HTMLResponse(f"<p class=error>{html.escape(_in_page_words(exc))}</p>",
                                 status_code=exc.status)
         raise
     if form.get("mode") == "step":

@@ -11,6 +11,7 @@ import jinja2
 from markupsafe import Markup
 
 from webapp.engine.events import Event, host_port
+from webapp.engine.specs import kind_name
 from webapp.engine.workers import Worker
 from webapp.web.ladder import layout
 
@@ -27,6 +28,7 @@ def make_environment(templates_dir) -> jinja2.Environment:
         f".{int(t % 1 * 1000):03d}"
     )
     env.filters["addr"] = host_port  # 127.0.0.1:1060, [::1]:1060
+    env.filters["kind_name"] = kind_name  # spoofer → impostor, as the panels say
     env.globals["backoff_steps"] = backoff_steps
     return env
 

@@ -9,7 +9,7 @@ import html
 import json
 import time
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from webapp.web.limits import (
     BodyTooLarge, TokenFailures, limited_receive, slow_down, too_large_message)
@@ -28,7 +28,9 @@ CSP = (
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin, not no-referrer: under no-referrer Chromium sends the page's own form
+    # posts with `Origin: null`, which the Origin check must refuse (DESIGN.md §4).
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
 
@@ -230,6 +232,17 @@ class Guard:
 
         return send_with_headers
 
+    @staticmethod
+    def back_link(scope) -> str:
+        """Where the refusal page's way back leads: the page the person came from when it is
+        one of ours (a same-origin Referer), else the dashboard."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        referer = urlsplit(headers.get("referer", ""))
+        if referer.scheme == "http" and referer.netloc == headers.get("host") and \
+                referer.path.startswith("/") and not referer.path.startswith("//"):
+            return referer.path + (f"?{referer.query}" if referer.query else "")
+        return "/"
+
     async def refuse(self, scope, receive, send, status: int, message: str):
         """Answer a refused request: JSON for the API, a short page otherwise."""
         if scope["type"] == "websocket":
@@ -240,10 +253,7 @@ class Guard:
             body = json.dumps({"error": message}).encode()
             content_type = b"application/json"
         else:
-            body = (
-                "<!doctype html><meta charset=utf-8><title>UDP Lab</title>"
-                f"<h1>UDP Lab</h1><p>{html.escape(message)}</p>"
-            ).encode()
+            body = refusal_page(message, self.back_link(scope)).encode()
             content_type = b"text/html; charset=utf-8"
         await send({
             "type": "http.response.start",
@@ -252,3 +262,22 @@ class Guard:
                         (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS],
         })
         await send({"type": "http.response.body", "body": body})
+
+
+def refusal_page(message: str, back: str) -> str:
+    """The page a refused browser request ends on: the dashboard's look, the reason in plain
+    words, and a way back (the stylesheet is served without a token, so it always loads)."""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Refused · UDP Lab</title>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
+        '<link rel="stylesheet" href="/static/udplab.css"></head>'
+        '<body><header class="top"><h1>UDP Lab</h1></header>'
+        '<main class="refusal"><section class="panel" aria-label="Refused">'
+        "<h2>Not done</h2>"
+        f'<p class="error" role="alert">{html.escape(message)}</p>'
+        f'<p><a class="back" href="{html.escape(back)}">'
+        f'{"Back to the dashboard" if back == "/" else "Back to the page you came from"}</a>'
+        "</p></section></main></body></html>"
+    )
