@@ -170,7 +170,8 @@ async def test_a_stuck_watcher_never_slows_the_udp_path_or_other_watchers(apps):
                     await asyncio.sleep(0.05)
                 assert any(t.startswith(last) for t in seen), \
                     f"the other watcher stopped receiving while one was stuck: it saw " \
-                    f"{len(seen)} events, the last {seen[-3:]}"
+                    f"{len(seen)} events, the last {seen[-3:]}; its reader " \
+                    f"{watcher.exception() if watcher.done() else 'still waits'}"
                 watcher.cancel()
             assert with_stuck < max(3 * baseline, baseline + 1.0), \
                 f"200 exchanges took {with_stuck:.2f} s with a stuck watcher, " \

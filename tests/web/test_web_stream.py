@@ -135,3 +135,20 @@ def test_piled_up_batches_merge_into_messages_a_client_takes():
     assert len(groups) == 10  # two 200 kB batches would pass the cap: one a message
     small = [("s" * 50_000, n, 1) for n in range(8)]  # small ones still go out merged
     assert [len(g) for g in merged_groups(small)] == [5, 3]
+
+
+def test_a_late_flush_goes_out_in_messages_of_bounded_events():
+    # A flush late on a busy machine held thousands of events in one JSON message, past a
+    # client's 1 MiB; now it is cut into messages of JSON_EVENTS, the dropped count on the first.
+    from webapp.engine.events import Received
+    from webapp.web.stream import JSON_EVENTS, Hub
+
+    hub = Hub.__new__(Hub)
+    hub.max_events = JSON_EVENTS
+    events = [Received(seq=n, time=0.0, worker="s", message="m", local=("127.0.0.1", 1),
+                       peer=("127.0.0.1", 2), size=1, text="x") for n in range(2 * JSON_EVENTS + 1)]
+    parts = hub._parts(events)
+    assert [len(p) for p in parts] == [JSON_EVENTS, JSON_EVENTS, 1]
+    assert [e for p in parts for e in p] == events
+    hub.max_events = None
+    assert hub._parts(events) == [events]

@@ -31,6 +31,7 @@ OUTBOX = 8  # messages a connection may fall behind before it is caught up the h
 # Characters in one merged message: far below the 1 MiB a client takes by default
 # (websockets' max_size), which piled-up batches of a flood went past (the client closed, 1009).
 MERGED_MAX = 256 * 1024
+JSON_EVENTS = 500  # events in one JSON stream message at most (an event is under ~500 bytes)
 
 
 class Outbox:
@@ -57,8 +58,10 @@ class Hub:
 
     def __init__(self, supervisor: Supervisor,
                  encode: Callable[[list[Event], int], tuple[str, Any] | None], interval: float,
-                 merge: Callable[[list[Any]], str] = lambda parts: "".join(parts)):
+                 merge: Callable[[list[Any]], str] = lambda parts: "".join(parts),
+                 max_events: int | None = None):
         self.merge = merge
+        self.max_events = max_events  # events per message at most (None: a flush is one)
         self.subscription = supervisor.bus.subscribe(maxlen=100_000)
         self.encode = encode
         self.interval = interval
@@ -67,6 +70,13 @@ class Hub:
 
     async def _wait(self) -> None:
         await self.subscription.wait()
+
+    def _parts(self, events: list[Event]) -> list[list[Event]]:
+        # A flush late on a busy machine can hold thousands of events: one message of them
+        # passed the 1 MiB a websockets client takes by default (it closed, 1009).
+        if self.max_events is None or len(events) <= self.max_events:
+            return [events]
+        return [events[i:i + self.max_events] for i in range(0, len(events), self.max_events)]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -77,10 +87,12 @@ class Hub:
                 events, dropped = self.subscription.drain()
                 if not self.outboxes and not self.keeps_state:
                     continue  # nobody watches: nothing to encode
-                encoded = self.encode(events, dropped)
-                if encoded:
-                    for outbox in self.outboxes:
-                        outbox.offer(*encoded, len(events))
+                for part in self._parts(events):
+                    encoded = self.encode(part, dropped)
+                    dropped = 0
+                    if encoded:
+                        for outbox in self.outboxes:
+                            outbox.offer(*encoded, len(part))
                 await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))
         finally:
             self.subscription.close()
@@ -201,7 +213,7 @@ def json_hub(supervisor: Supervisor, settings: Settings) -> Hub:
         return json.dumps({"events": [e for events, _ in batches for e in events],
                            "dropped": sum(dropped for _, dropped in batches)})
 
-    return Hub(supervisor, encode, settings.flush_interval, merge)
+    return Hub(supervisor, encode, settings.flush_interval, merge, max_events=JSON_EVENTS)
 
 
 async def json_stream(websocket: WebSocket, supervisor: Supervisor, hub: Hub) -> None:
