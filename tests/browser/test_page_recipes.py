@@ -472,3 +472,27 @@ def test_keys_typed_in_a_field_are_not_shortcuts(page, own_server):
         assert api.get("/api/workers/typing-server").json()["state"] == "running"
         api.stop_started()
     assert_clean(page, reports)
+
+
+def test_a_second_play_while_one_plays_says_why(page, own_server):
+    # Pressing Play 20 times used to start 7 overlapping runs; now one plays at a time, and
+    # the page says so by the form (the 409 used to be dropped: the form swapped nothing).
+    reports = open_dashboard(page, own_server)
+    form = page.locator("#recipe-form")
+    form.locator("select[name=name]").select_option("05-server-down")
+    mark_recipe_panel(page)
+    play = form.get_by_role("button", name="Play")
+    play.click()
+    expect(new_run(page)).to_have_count(1)  # the first run is playing
+    play.click()
+    result = page.locator("#recipe-result")
+    expect(result).to_contain_text("A recipe is already running")
+    expect(result).to_contain_text("wait for it or stop it")
+    status = new_run(page).locator(".recipe-status")
+    expect(status).to_contain_text(ALL_MATCHED, timeout=RECIPE_WAIT)
+    expect(status).to_have_attribute("data-done", "yes")
+    play.click()  # once it has ended, Play plays again and the refusal goes
+    expect(result).to_have_text("")
+    # Chromium logs the refused (409) request itself as a console error; nothing else.
+    page.console_errors[:] = [e for e in page.console_errors if "409" not in e]
+    assert_clean(page, reports)

@@ -350,7 +350,7 @@ async def recipe_from_page(request: Request, recipes: RecipesDep,
     else:
         supervisor.spawn(recipes.play_all(run), name=f"recipe {run.id}")
     if request.headers.get("hx-request") == "true":
-        return Response(status_code=204)  # the WebSocket brings the steps
+        return HTMLResponse("")  # clears an earlier refusal; the WebSocket brings the steps
     return RedirectResponse("/#recipes", status_code=303)
 
 
