@@ -31,8 +31,10 @@ class BroadcastWorker(Worker):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         self.destination = short(self.target.address)
 
+    default_message = "Broadcast datagram!"
+
     async def run(self) -> str:
-        data = (self.spec.message or "Broadcast datagram!").encode()
+        data = (self.spec.message or self.default_message).encode()
         for number in range(self.spec.count):
             if number:
                 await asyncio.sleep(self.spec.interval)
@@ -46,8 +48,7 @@ class BroadcastWorker(Worker):
             self.sock.sendto(data, self.target.address)
         except OSError as exc:
             self.counters["errors"] += 1
-            self.emit(Error, describe_os_error(exc, self.destination), error=str(exc),
-                      errno=exc.errno)
+            self.emit(Error, self.failed(exc), error=str(exc), errno=exc.errno)
             return
         self.local = short(self.sock.getsockname())
         self.counters["sent"] += 1
@@ -57,7 +58,13 @@ class BroadcastWorker(Worker):
         self.counters["reached"] += len(reached)
         text = show(data)
         who = ", ".join(reached) if reached else "no worker of this app"
-        self.emit(BroadcastSent,
-                  f"Broadcast {text!r} to {format_address(self.destination)}; heard by {who}",
-                  local=self.local, peer=self.destination, size=len(data), text=text,
-                  reached=reached)
+        self.emit(BroadcastSent, self.sent(text, who), local=self.local, peer=self.destination,
+                  size=len(data), text=text, reached=reached)
+
+    def failed(self, exc: OSError) -> str:
+        """What a failed send says."""
+        return describe_os_error(exc, self.destination)
+
+    def sent(self, text: str, who: str) -> str:
+        """What a sent datagram says, naming the workers that heard it."""
+        return f"Broadcast {text!r} to {format_address(self.destination)}; heard by {who}"
