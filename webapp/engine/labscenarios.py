@@ -103,29 +103,46 @@ class LabScenarios(MulticastScenarios):
             })
 
     async def _mtu(self, lab, start, steps) -> None:
-        h4 = lab.host("h4")
+        await self._path_mtu(lab, start, steps, ipv6=False)
+
+    async def _mtu6(self, lab, start, steps) -> None:
+        await self._path_mtu(lab, start, steps, ipv6=True)
+
+    async def _path_mtu(self, lab, start, steps, *, ipv6: bool) -> None:
+        """h1 → h4 through the router's 1280-byte link: the path MTU learned on IPv4 from ICMP
+        'fragmentation needed', on IPv6 from ICMPv6 Packet Too Big."""
+        h1, h4 = lab.host("h1"), lab.host("h4")
+        headers, option, port = (48, "IPV6_MTU", 1081) if ipv6 else (28, "IP_MTU", 1080)
         # h1's kernel keeps a learned path MTU for minutes: forget it, so every run starts
         # from what h1 knows of its own link, as the first run did.
         await asyncio.get_running_loop().run_in_executor(None, lab.forget_path_mtus, "h1")
-        await start({"kind": "listener", "where": "h4", "host": "0.0.0.0", "port": 1080})
-        probe = await start({"kind": "mtu-probe", "where": "h1", "host": h4.address,
-                             "port": 1080, "size": 1472})
+        await start({"kind": "listener", "where": "h4", "host": "::" if ipv6 else "0.0.0.0",
+                     "port": port})
+        probe = await start({"kind": "mtu-probe", "where": "h1",
+                             "host": h4.address6 if ipv6 else h4.address, "port": port,
+                             "size": h1.mtu - headers})
         await self._ended(probe, timeout=10)
         mtus = [e.mtu for e in probe.history if e.type == "mtu" and e.mtu and e.payload is None]
         final = next((e for e in reversed(probe.history) if e.type == "mtu" and e.payload), None)
-        steps.append({"step": "h1 sends 1472 bytes with fragmentation forbidden",
-                      "outcome": f"IP_MTU read {mtus[0] if mtus else '?'} at first",
-                      "ok": bool(mtus) and mtus[0] == lab.host("h1").mtu,
+        steps.append({"step": (f"h1 sends {h1.mtu - headers} bytes ({h1.mtu} − {headers}) to h4 "
+                               "over IPv6") if ipv6 else
+                              f"h1 sends {h1.mtu - headers} bytes with fragmentation forbidden",
+                      "outcome": f"{option} read {mtus[0] if mtus else '?'} at first",
+                      "ok": bool(mtus) and mtus[0] == h1.mtu,
                       "why": "h1 only knows its own link: 1500 bytes"})
         steps.append({"step": "the router cannot forward it onto the 1280-byte link",
-                      "outcome": f"IP_MTU now {mtus[-1] if mtus else '?'}",
+                      "outcome": f"{option} now {mtus[-1] if mtus else '?'}",
                       "ok": bool(mtus) and mtus[-1] == h4.mtu,
-                      "why": "the router sent back ICMP 'fragmentation needed' and h1's kernel "
+                      "why": "routers never fragment in IPv6: it dropped the datagram and sent "
+                             "back ICMPv6 Packet Too Big, and h1's kernel lowered its path MTU"
+                             if ipv6 else
+                             "the router sent back ICMP 'fragmentation needed' and h1's kernel "
                              "lowered its path MTU for h4"})
         steps.append({"step": "the largest payload that leaves unfragmented",
                       "outcome": final.message if final else "no answer",
-                      "ok": bool(final) and final.payload == h4.mtu - 28,
-                      "why": "MTU − 20 bytes of IPv4 header − 8 bytes of UDP header"})
+                      "ok": bool(final) and final.payload == h4.mtu - headers,
+                      "why": f"MTU − {headers - 8} bytes of IPv{6 if ipv6 else 4} header "
+                             "− 8 bytes of UDP header"})
 
     async def _binding(self, lab, start, steps) -> None:
         h2 = lab.host("h2")
@@ -183,25 +200,3 @@ class LabScenarios(MulticastScenarios):
                       "outcome": reply.message if reply else "no reply", "ok": bool(reply),
                       "why": "%eth0 says which link: h1's eth0, the one h2 is on"})
 
-    async def _mtu6(self, lab, start, steps) -> None:
-        h4 = lab.host("h4")
-        await asyncio.get_running_loop().run_in_executor(None, lab.forget_path_mtus, "h1")
-        await start({"kind": "listener", "where": "h4", "host": "::", "port": 1081})
-        probe = await start({"kind": "mtu-probe", "where": "h1", "host": h4.address6,
-                             "port": 1081, "size": 1452})
-        await self._ended(probe, timeout=10)
-        mtus = [e.mtu for e in probe.history if e.type == "mtu" and e.mtu and e.payload is None]
-        final = next((e for e in reversed(probe.history) if e.type == "mtu" and e.payload), None)
-        steps.append({"step": "h1 sends 1452 bytes (1500 − 48) to h4 over IPv6",
-                      "outcome": f"IPV6_MTU read {mtus[0] if mtus else '?'} at first",
-                      "ok": bool(mtus) and mtus[0] == lab.host("h1").mtu,
-                      "why": "h1 only knows its own link: 1500 bytes"})
-        steps.append({"step": "the router cannot forward it onto the 1280-byte link",
-                      "outcome": f"IPV6_MTU now {mtus[-1] if mtus else '?'}",
-                      "ok": bool(mtus) and mtus[-1] == h4.mtu,
-                      "why": "routers never fragment in IPv6: it dropped the datagram and sent "
-                             "back ICMPv6 Packet Too Big, and h1's kernel lowered its path MTU"})
-        steps.append({"step": "the largest payload that leaves unfragmented",
-                      "outcome": final.message if final else "no answer",
-                      "ok": bool(final) and final.payload == h4.mtu - 48,
-                      "why": "MTU − 40 bytes of IPv6 header − 8 bytes of UDP header"})
