@@ -55,6 +55,10 @@ def test_lab_panel_builds_runs_the_scenarios_and_tears_down(page, live):
         built = lab_state(live)
         assert built["built"] is True
         assert len(namespaces(built["prefix"])) == 6
+        for host in built["hosts"]:  # the IPv6 side is drawn too
+            expect(topology.locator("text.addr6", has_text=host["address6"])).to_have_count(1)
+        for subnet in built["subnets6"]:
+            expect(topology).to_contain_text(subnet["network"])
 
         where = page.locator("#server-form select[name=where]")
         expect(where).to_be_visible()
