@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 supervisor, app.state.experiments, app.state.binding, app.state.lab_scenarios)
             app.state.json_hub = json_hub(supervisor, settings)
             app.state.page_hub = PageHub(supervisor, app.state.renderer, settings,
-                                         app.state.experiments, app.state.recipes)
+                                         app.state.experiments, app.state.recipes,
+                                         fleet=machines)
             yield
 
     app = FastAPI(
