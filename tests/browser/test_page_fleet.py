@@ -15,6 +15,7 @@ import pytest
 from dashboard import open_dashboard, unique
 from live import start_server, stop_and_check
 from playwright.sync_api import expect
+from test_page_stage import on_screen, page_does_not_scroll
 
 _spec = importlib.util.spec_from_file_location(
     "fleet_fixtures", Path(__file__).resolve().parents[1] / "fleet" / "conftest.py")
@@ -62,6 +63,20 @@ def test_machines_panel_lists_the_agents_up(page, fleet_page):
         expect(row.locator("td.addresses")).to_contain_text(lan.hosts[name])
     expect(panel.locator("tr[data-local]")).to_have_count(1)
     assert page.console_errors == []
+
+
+def test_the_picker_and_panel_fit_a_projector(page, fleet_page, tmp_path):
+    lan, dashboard = fleet_page
+    page.set_viewport_size({"width": 1280, "height": 720})
+    open_dashboard(page, dashboard)
+    expect(machine_row(page, "b").locator("td.state")).to_have_text("up")
+    picker = page.locator("#server-form select[name=machine]")
+    expect(picker.locator("option")).to_have_count(3)  # this dashboard, a and b
+    on_screen(page, picker, "the server form's machine picker")
+    on_screen(page, page.locator("#server-start"), "Start server")
+    page_does_not_scroll(page)
+    page.screenshot(path=str(tmp_path / "fleet-1280x720.png"))
+    print(f"screenshot: {tmp_path / 'fleet-1280x720.png'}")
 
 
 def test_server_on_a_and_client_on_b_from_the_forms(page, fleet_page):

@@ -56,8 +56,8 @@ class RemoteCard:
     def update(self, event: Event) -> None:
         """What one of its events changes on the card."""
         counter = COUNTED.get(event.type)
-        if counter in self.counters:
-            self.counters[counter] += 1
+        if counter is not None:
+            self.counters[counter] = self.counters.get(counter, 0) + 1
         if self.state == "lost" and event.type != "stopped":
             self.state = "running"  # its machine is back, and so is it
         local = getattr(event, "local", None)
@@ -76,18 +76,24 @@ class RemoteCards:
 
     def __init__(self):
         self.cards: dict[str, RemoteCard] = {}
+        self.dirty: set[str] = set()  # cards changed outside a batch of events
 
     def started(self, worker: dict[str, Any]) -> None:
-        """The dashboard started it (the answer of its machine)."""
-        card = self.cards.get(worker["id"])
-        if card is None:
-            self.cards[worker["id"]] = RemoteCard(worker)
-        else:
-            card.kind, card.spec = worker.get("kind", card.kind), worker.get("spec", card.spec)
+        """The dashboard started it (the answer of its machine, which may come after its
+        first events: then the card they made learns its kind, spec and counters' names)."""
+        fresh = RemoteCard(worker)
+        card = self.cards.setdefault(fresh.id, fresh)
+        if card is not fresh:
+            counted = card.counters
+            card.kind, card.spec, card.target = fresh.kind, fresh.spec, fresh.target
+            card.local = card.local or fresh.local
+            card.counters = {name: max(value, counted.pop(name, 0))
+                             for name, value in fresh.counters.items()} | counted
+        self.dirty.add(fresh.id)
 
     def apply(self, events: list[Event]) -> set[str]:
         """Take a batch of events in; the ids of the cards they changed (or removed)."""
-        touched: set[str] = set()
+        touched, self.dirty = self.dirty, set()
         for event in events:
             machine = getattr(event, "machine", None)
             if machine is None:
