@@ -29,7 +29,7 @@ from webapp.web.settings import Settings
 LADDER_TYPES = frozenset({"sent", "received", "dropped", "timeout", "gave-up", "rejected",
                           "reply", "error"})
 LADDER_EVERY = 0.25  # seconds: the ladder is redrawn at most this often
-MACHINES_EVERY = 2.0  # seconds: the Machines panel's "last seen" is redrawn at most this often
+MACHINES_EVERY = 3.0  # seconds: the Machines panel's "last seen" is redrawn this often
 OUTBOX = 8  # messages a connection may fall behind before it is caught up the hard way
 
 
@@ -194,10 +194,12 @@ class PageHub(Hub):
         super().__init__(supervisor, self._update, settings.flush_interval)
 
     async def _wait(self) -> None:
-        if self.ladder_due is None:
+        if self.ladder_due is None and self.fleet is None:
             return await self.subscription.wait()
-        try:  # a ladder redraw is due: wake up for it even if nothing else happens
-            async with asyncio.timeout(LADDER_EVERY):
+        # a ladder redraw is due, or the Machines panel's "last seen" ages: wake up for it
+        # even if nothing else happens
+        try:
+            async with asyncio.timeout(LADDER_EVERY if self.ladder_due else MACHINES_EVERY):
                 await self.subscription.wait()
         except TimeoutError:
             pass
@@ -244,8 +246,7 @@ class PageHub(Hub):
             extra = self.renderer.render_experiments(self.experiments, oob=True)
         if self.fleet is not None and (
                 any(e.type == "machine" for e in events)
-                or time.monotonic() - self.machines_at >= MACHINES_EVERY
-                and any(hasattr(e, "machine") for e in events)):
+                or time.monotonic() - self.machines_at >= MACHINES_EVERY):
             self.machines_at = time.monotonic()
             extra += self.renderer.render_machines(self.fleet, oob=True)
         run = self.recipes.latest
