@@ -133,12 +133,21 @@ def test_a_killed_agent_is_shown_lost(page, fleet_page):
     lan, dashboard = fleet_page
     open_dashboard(page, dashboard)
     expect(machine_row(page, "b").locator("td.state")).to_have_text("up")
+    name = unique("held")
+    with dashboard.client() as api:  # a server on b that is still running when b dies
+        started = api.post("/api/workers", json={"machine": "b", "kind": "server",
+                                                 "host": lan.hosts["b"], "port": 1091,
+                                                 "name": name})
+        assert started.status_code == 201, started.text
+    card = page.locator(f"#worker-b--{name}")
+    expect(card.locator(".state")).to_have_text("running")
     agent = next(a for a in lan.agents if a.name == "b")
     agent.proc.send_signal(signal.SIGKILL)
     agent.proc.wait(timeout=5)
     expect(machine_row(page, "b").locator("td.state")).to_have_text(
         "lost", timeout=LOST_WITHIN)
     expect(machine_row(page, "a").locator("td.state")).to_have_text("up")
+    expect(card.locator(".state")).to_have_text("lost")  # its state is unknown now
 
 
 def test_without_nats_the_page_has_no_machine_picker(page, live):
