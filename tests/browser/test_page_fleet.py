@@ -126,6 +126,10 @@ def test_server_on_a_and_client_on_b_from_the_forms(page, fleet_page):
     # the card's Stop goes to the server's own machine
     server_card.get_by_role("button", name="Stop").click()
     expect(server_card.locator(".state")).to_have_text("stopped")
+    # Clear ended takes other machines' ended cards away too
+    page.locator("#clear-ended").click()
+    expect(server_card).to_have_count(0)
+    expect(client_card).to_have_count(0)
     assert page.console_errors == []
 
 

@@ -165,7 +165,9 @@ async def stop_from_page(worker_id: str, request: Request,
 
 @router.post("/workers/clear")
 async def clear_from_page(request: Request, supervisor: SupervisorDep) -> Response:
-    """The Workers panel's "Clear ended" button."""
+    """The Workers panel's "Clear ended" button (other machines' ended cards go too, at the
+    page's next redraw)."""
+    request.app.state.page_hub.remote.remove_ended()
     return await _act(request, supervisor.remove_ended)
 
 
