@@ -58,7 +58,33 @@
     event.preventDefault();
   }
 
+  // The machine picker (with --nats): a form's host list offers the picked machine's
+  // addresses; the pickers offer every machine the Machines panel lists (redrawn live).
+  function pickHosts(select) {
+    const list = select.value ? "hosts-" + select.value : "hosts";
+    select.form.querySelectorAll('input[list="hosts"], input[list^="hosts-"]')
+      .forEach((input) => input.setAttribute("list", list));
+  }
+
+  function syncPickers() {
+    const rows = document.querySelectorAll("#machines tr[data-machine]:not([data-local])");
+    document.querySelectorAll("select[data-machine-pick]").forEach((select) => {
+      const have = new Set(Array.from(select.options, (o) => o.value));
+      rows.forEach((row) => {
+        if (have.has(row.dataset.machine)) return;
+        const option = document.createElement("option");
+        option.value = option.textContent = row.dataset.machine;
+        select.append(option);
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    document.addEventListener("change", (event) => {
+      if (event.target.matches("select[data-machine-pick]")) pickHosts(event.target);
+    });
+    const machines = document.getElementById("machines-panel");
+    if (machines) new MutationObserver(syncPickers).observe(machines, { childList: true, subtree: true });
     let presenting = new URLSearchParams(location.search).has("present");
     try { presenting = presenting || localStorage.getItem("udplab-present") === "1"; } catch (e) { /* ignore */ }
     setPresenting(presenting);

@@ -20,6 +20,9 @@ from webapp.engine import lab as lab_module
 from webapp.engine.recipes import RECIPES_DIR
 
 NAMES = [path.stem for path in sorted(RECIPES_DIR.glob("*.json"))]
+# a fleet recipe needs agents on other machines: tests/fleet/test_fleet_recipe.py plays it
+ONE_MACHINE = [name for name in NAMES
+               if not json.loads((RECIPES_DIR / f"{name}.json").read_text()).get("fleet")]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 VIEW_LINE = re.compile(r"http://127\.0\.0\.1:\d+/\?view=(\S+)")
 ALL_MATCHED = "All steps matched the book."
@@ -132,7 +135,7 @@ def lab_torn_down(live):
 
 # --- every recipe through the page -----------------------------------------------------------
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ONE_MACHINE)
 def test_every_recipe_plays_from_the_panel(page, live, name, tmp_path, request):
     recipe = recipe_file(name)
     if recipe.get("lab"):

@@ -151,7 +151,8 @@ def test_the_page_lists_another_machines_events(dashboard, lan_fleet):
                                                  "host": lan.hosts["a"], "port": 1081}).json()
         html = ""
         deadline = time.monotonic() + 10
-        while f">{client['id']}<" not in html or "replied" not in html:
+        shown = client["id"].replace(":", " · ")  # the page names the machine: b · client-1
+        while f">{shown}<" not in html or "replied" not in html:
             assert time.monotonic() < deadline, f"no row of {client['id']}: {html[-800:]}"
             html += page.recv(timeout=5)
         http.delete("/api/workers/a:paged")

@@ -22,6 +22,8 @@ from webapp.engine.supervisor import Supervisor
 
 RECIPE_FILES = sorted(RECIPES_DIR.glob("*.json"))
 NAMES = [path.stem for path in RECIPE_FILES]
+# a fleet recipe needs agents on other machines: tests/fleet/test_fleet_recipe.py plays it
+ONE_MACHINE = [p.stem for p in RECIPE_FILES if not json.loads(p.read_text()).get("fleet")]
 ALIVE = {"starting", "running", "paused"}
 VIEW_LINE = re.compile(r"http://127\.0\.0\.1:\d+/\?view=(\S+)")
 READ_ONLY = "read-only"
@@ -100,7 +102,7 @@ def test_catalogue_lists_every_recipe_file(api):
 
 # --- playing every recipe --------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ONE_MACHINE)
 def test_every_recipe_plays_and_matches_the_book(api, name):
     lab = recipe_file(name).get("lab", False)
     if lab:

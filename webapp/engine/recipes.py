@@ -66,8 +66,11 @@ class Recipes:
     """Loads recipes and plays them on a supervisor (and its experiments)."""
 
     def __init__(self, supervisor, experiments=None, binding=None, lab_scenarios=None,
-                 directory: Path = RECIPES_DIR):
+                 directory: Path = RECIPES_DIR, actions=None):
         self.supervisor = supervisor
+        # More `do` actions, from outside the engine (the fleet's, from the web layer): each an
+        # object with `async do(run, step, result)` and `async clean_up(run)`.
+        self.actions = dict(actions or {})
         self.experiments = experiments
         self.binding = binding
         self.lab_scenarios = lab_scenarios
@@ -277,6 +280,8 @@ class Recipes:
             outcome = await self.lab_scenarios.run(step["scenario"])
             result["actual"] = "; ".join(s["outcome"] for s in outcome["steps"])
             result["ok"] = all(s["ok"] for s in outcome["steps"])
+        elif action in self.actions:
+            await self.actions[action].do(run, step, result)
         else:
             raise BadSpec(f"Unknown recipe action {action!r}", field="do")
 
@@ -302,3 +307,5 @@ class Recipes:
         for worker_id in run.workers.values():
             if worker_id in self.supervisor.workers:
                 await self.supervisor.stop(worker_id)
+        for extra in self.actions.values():
+            await extra.clean_up(run)

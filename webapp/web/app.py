@@ -21,6 +21,7 @@ from webapp.engine.policy import Policy
 from webapp.engine.recipes import Recipes
 from webapp.fleet import fleet
 from webapp.web import api, history, pages
+from webapp.web.fleetrecipe import TwoMachines
 from webapp.web.render import Renderer, make_environment
 from webapp.web.security import Guard
 from webapp.web.stream import PageHub, json_hub
@@ -62,10 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.binding = BindingExplorer(supervisor)
             app.state.lab_scenarios = LabScenarios(supervisor)
             app.state.recipes = Recipes(
-                supervisor, app.state.experiments, app.state.binding, app.state.lab_scenarios)
+                supervisor, app.state.experiments, app.state.binding, app.state.lab_scenarios,
+                actions={"machines": TwoMachines(machines)})
             app.state.json_hub = json_hub(supervisor, settings)
             app.state.page_hub = PageHub(supervisor, app.state.renderer, settings,
-                                         app.state.experiments, app.state.recipes)
+                                         app.state.experiments, app.state.recipes,
+                                         fleet=machines)
             yield
 
     app = FastAPI(

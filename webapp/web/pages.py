@@ -19,9 +19,10 @@ from webapp.engine.export import payload_of
 from webapp.engine.forge import can_forge
 from webapp.engine.labscenarios import SCENARIOS
 from webapp.web.deps import (
-    BindingDep, ExperimentsDep, LabScenariosDep, RecipesDep, RendererDep, SettingsDep,
-    SupervisorDep,
+    BindingDep, ExperimentsDep, FleetDep, LabScenariosDep, RecipesDep, RendererDep,
+    SettingsDep, SupervisorDep,
 )
+from webapp.fleet.wire import SEP
 from webapp.web.stream import page_stream
 
 router = APIRouter(include_in_schema=False)
@@ -39,8 +40,10 @@ CLIENT_MODE_LABELS = [
 def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 200,
          errors: dict[str, str] | None = None, values: dict[str, Any] | None = None,
          port_query: str | None = None, options_worker: str | None = None,
-         binding_html: str = "", viewer: bool = False) -> HTMLResponse:
-    """The whole dashboard, with a form's error next to it when there is one."""
+         binding_html: str = "", viewer: bool = False, fleet=None) -> HTMLResponse:
+    """The whole dashboard, with a form's error next to it when there is one; with a fleet
+    (--nats), the Machines panel and a machine picker on every worker form."""
+    in_fleet = fleet is not None and fleet.connection is not None
     recent = list(supervisor.bus.recent)[-settings.page_rows:]
     partial = renderer.env.get_template
     destinations = interfaces.broadcast_choices(settings.allow_limited_broadcast)
@@ -70,6 +73,8 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
         errors=errors or {},
         values=values or {},
         page_rows=settings.page_rows,
+        machines=fleet.status() if in_fleet else None,
+        machines_html=renderer.render_machines(fleet) if in_fleet else "",
     )
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
@@ -77,7 +82,7 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
 @router.get("/")
 async def dashboard(request: Request, supervisor: SupervisorDep, renderer: RendererDep,
                     settings: SettingsDep, experiments: ExperimentsDep,
-                    recipes: RecipesDep) -> Response:
+                    recipes: RecipesDep, fleet: FleetDep) -> Response:
     """The dashboard; `/?token=…` exchanges the token for a cookie and drops it from the URL."""
     token = request.query_params.get("token")
     view = request.query_params.get("view")
@@ -85,7 +90,7 @@ async def dashboard(request: Request, supervisor: SupervisorDep, renderer: Rende
         return page(supervisor, renderer, settings, experiments, recipes,
                     port_query=request.query_params.get("port"),
                     options_worker=request.query_params.get("options"),
-                    viewer=_is_viewer(request))
+                    viewer=_is_viewer(request), fleet=fleet)
     # The guard has checked the token already; exchange it for a cookie and drop it from
     # the address bar (a teacher's token must not end up on the projector).
     response = RedirectResponse("/", status_code=303)
@@ -105,7 +110,7 @@ def _is_viewer(conn) -> bool:
 @router.post("/workers")
 async def start_from_form(request: Request, supervisor: SupervisorDep, renderer: RendererDep,
                           settings: SettingsDep, experiments: ExperimentsDep,
-                          recipes: RecipesDep) -> Response:
+                          recipes: RecipesDep, fleet: FleetDep) -> Response:
     """Start a worker from a page form. htmx gets a one-line result to show by the form;
     a browser without JavaScript gets the page again (or a redirect to it)."""
     form = await request.form()
@@ -114,12 +119,17 @@ async def start_from_form(request: Request, supervisor: SupervisorDep, renderer:
     htmx = request.headers.get("hx-request") == "true"
     template = renderer.env.get_template("partials/_form_result.html")
     try:
-        worker = await supervisor.start(raw)
+        if "machine" in raw:  # the machine picker (with --nats): the fleet starts it there
+            worker = await fleet.start(raw)
+            if worker["machine"] != fleet.local.name:
+                request.app.state.page_hub.remote.started(worker)
+        else:
+            worker = await supervisor.start(raw)
     except EngineError as exc:
         if htmx:
             return HTMLResponse(template.render(error=exc), status_code=exc.status)
         return page(supervisor, renderer, settings, experiments, recipes, status=exc.status,
-                    errors={kind: exc.message}, values={kind: raw})
+                    errors={kind: exc.message}, values={kind: raw}, fleet=fleet)
     if htmx:
         return HTMLResponse(template.render(worker=worker))
     return RedirectResponse("/", status_code=303)
@@ -130,6 +140,13 @@ def _in_page_words(exc: EngineError) -> str:
     if isinstance(exc, UnknownWorker):
         return f"{exc.message}: the Workers panel shows the ones there are"
     return exc.message
+
+
+def _on(request: Request, worker_id: str, local, verb: str):
+    """A card's action: on this machine, or (an id like `b:client-1`) on the worker's own."""
+    if SEP in worker_id:
+        return lambda: request.app.state.fleet.call(worker_id, verb)
+    return lambda: local(worker_id)
 
 
 async def _act(request: Request, action) -> Response:
@@ -152,12 +169,14 @@ async def _act(request: Request, action) -> Response:
 async def stop_from_page(worker_id: str, request: Request,
                          supervisor: SupervisorDep) -> Response:
     """The card's Stop button."""
-    return await _act(request, lambda: supervisor.stop(worker_id))
+    return await _act(request, _on(request, worker_id, supervisor.stop, "stop"))
 
 
 @router.post("/workers/clear")
 async def clear_from_page(request: Request, supervisor: SupervisorDep) -> Response:
-    """The Workers panel's "Clear ended" button."""
+    """The Workers panel's "Clear ended" button (other machines' ended cards go too, at the
+    page's next redraw)."""
+    request.app.state.page_hub.remote.remove_ended()
     return await _act(request, supervisor.remove_ended)
 
 
@@ -165,14 +184,14 @@ async def clear_from_page(request: Request, supervisor: SupervisorDep) -> Respon
 async def pause_from_page(worker_id: str, request: Request,
                           supervisor: SupervisorDep) -> Response:
     """A server card's Pause button."""
-    return await _act(request, lambda: supervisor.pause(worker_id))
+    return await _act(request, _on(request, worker_id, supervisor.pause, "pause"))
 
 
 @router.post("/workers/{worker_id}/resume")
 async def resume_from_page(worker_id: str, request: Request,
                            supervisor: SupervisorDep) -> Response:
     """A server card's Resume button."""
-    return await _act(request, lambda: supervisor.resume(worker_id))
+    return await _act(request, _on(request, worker_id, supervisor.resume, "resume"))
 
 
 @router.post("/experiments/impostor")
@@ -369,7 +388,7 @@ async def recipe_next_from_page(run_id: str, request: Request, recipes: RecipesD
 async def remove_from_page(worker_id: str, request: Request,
                            supervisor: SupervisorDep) -> Response:
     """The card's Remove button (stops first if needed)."""
-    return await _act(request, lambda: supervisor.remove(worker_id))
+    return await _act(request, _on(request, worker_id, supervisor.remove, "remove"))
 
 
 @router.websocket("/ws/page")

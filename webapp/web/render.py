@@ -13,6 +13,7 @@ from markupsafe import Markup
 from webapp.engine.events import Event, host_port
 from webapp.engine.specs import kind_name
 from webapp.engine.workers import Worker
+from webapp.web.fleetpage import dom_id, shown_id
 from webapp.web.ladder import layout
 
 
@@ -29,6 +30,8 @@ def make_environment(templates_dir) -> jinja2.Environment:
     )
     env.filters["addr"] = host_port  # 127.0.0.1:1060, [::1]:1060
     env.filters["kind_name"] = kind_name  # spoofer → impostor, as the panels say
+    env.filters["who"] = shown_id
+    env.filters["dom_id"] = dom_id
     env.globals["backoff_steps"] = backoff_steps
     return env
 
@@ -62,6 +65,7 @@ class Renderer:
         self.experiments = env.get_template("partials/_experiments.html")
         self.recipe = env.get_template("partials/_recipe.html")
         self.ladder = env.get_template("partials/_ladder.html")
+        self.machines = env.get_template("partials/_machines.html")
 
     # Both return Markup: the HTML is escaped already (autoescape), so `{{ rows }}` in a page
     # must not escape it a second time.
@@ -84,10 +88,15 @@ class Renderer:
         return Markup(self.recipe.render(run=run.to_dict() if run else None, oob=oob,
                                          viewer=viewer))
 
-    def render_ladder(self, supervisor, *, oob: bool = False) -> Markup:
-        """The ladder diagram of the newest datagrams."""
+    def render_ladder(self, supervisor, *, oob: bool = False, remote=None) -> Markup:
+        """The ladder diagram of the newest datagrams (`remote`: other machines' cards)."""
         kinds = {w.id: w.kind for w in supervisor.workers.values()}
+        kinds.update((i, c.kind) for i, c in (remote or {}).items())
         return Markup(self.ladder.render(ladder=layout(supervisor.bus.recent, kinds), oob=oob))
+
+    def render_machines(self, fleet, *, oob: bool = False) -> Markup:
+        """The Machines panel's body: each machine of the fleet, and its addresses."""
+        return Markup(self.machines.render(machines=fleet.status(), oob=oob))
 
     def snapshot(self, workers: Iterable[Worker], recent: Iterable[Event], extra: str = "") -> str:
         """Everything the live parts of the page show, for a page that (re)connects."""

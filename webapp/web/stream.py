@@ -10,6 +10,7 @@ stuck on its queue would hang uvicorn's shutdown).
 
 import asyncio
 import json
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,12 +22,14 @@ from webapp.engine import Supervisor
 from webapp.engine.events import Event
 from webapp.engine.experiments import Experiments
 from webapp.engine.recipes import Recipes
+from webapp.web.fleetpage import RemoteCards
 from webapp.web.render import Renderer
 from webapp.web.settings import Settings
 
 LADDER_TYPES = frozenset({"sent", "received", "dropped", "timeout", "gave-up", "rejected",
                           "reply", "error"})
 LADDER_EVERY = 0.25  # seconds: the ladder is redrawn at most this often
+MACHINES_EVERY = 3.0  # seconds: the Machines panel's "last seen" is redrawn this often
 OUTBOX = 8  # messages a connection may fall behind before it is caught up the hard way
 # Characters in one merged message: far below the 1 MiB a client takes by default
 # (websockets' max_size), which piled-up batches of a flood went past (the client closed, 1009).
@@ -238,9 +241,13 @@ class PageHub(Hub):
     keeps_state = True
 
     def __init__(self, supervisor: Supervisor, renderer: Renderer, settings: Settings,
-                 experiments: Experiments, recipes: Recipes):
+                 experiments: Experiments, recipes: Recipes, fleet: Any = None):
         self.supervisor, self.renderer, self.settings = supervisor, renderer, settings
         self.experiments, self.recipes = experiments, recipes
+        # with --nats: the Machines panel, and cards of other machines' workers
+        self.fleet = fleet if fleet is not None and fleet.connection is not None else None
+        self.remote = RemoteCards()
+        self.machines_at = 0.0  # when the Machines panel was last redrawn
         self.shown: set[str] = set(supervisor.workers)
         self.last_seq = supervisor.bus.recent[-1].seq if supervisor.bus.recent else 0
         self.hidden_total = 0
@@ -249,10 +256,12 @@ class PageHub(Hub):
         super().__init__(supervisor, self._update, settings.flush_interval)
 
     async def _wait(self) -> None:
-        if self.ladder_due is None:
+        if self.ladder_due is None and self.fleet is None:
             return await self.subscription.wait()
-        try:  # a ladder redraw is due: wake up for it even if nothing else happens
-            async with asyncio.timeout(LADDER_EVERY):
+        # a ladder redraw is due, or the Machines panel's "last seen" ages: wake up for it
+        # even if nothing else happens
+        try:
+            async with asyncio.timeout(LADDER_EVERY if self.ladder_due else MACHINES_EVERY):
                 await self.subscription.wait()
         except TimeoutError:
             pass
@@ -260,13 +269,15 @@ class PageHub(Hub):
     def snapshot(self, viewer: bool = False) -> str:
         """Everything the live parts show, consistent with the next update."""
         workers = [w for i, w in self.supervisor.workers.items() if i in self.shown]
+        workers += [c for i, c in self.remote.cards.items() if i in self.shown]
         recent = [e for e in self.supervisor.bus.recent if e.seq <= self.last_seq]
         renderer = self.renderer
         return renderer.snapshot(
             workers, recent[-self.settings.page_rows:],
             renderer.render_experiments(self.experiments, oob=True)
             + renderer.render_recipe(self.recipes, oob=True, viewer=viewer)
-            + renderer.render_ladder(self.supervisor, oob=True))
+            + renderer.render_ladder(self.supervisor, oob=True, remote=self.remote.cards)
+            + (renderer.render_machines(self.fleet, oob=True) if self.fleet else ""))
 
     def _update(self, events: list[Event], dropped: int) -> str | None:
         workers, shown = self.supervisor.workers, self.shown
@@ -275,7 +286,14 @@ class PageHub(Hub):
         touched = set(workers) if dropped else {e.worker for e in events}
         new = [w for w in workers.values() if w.id not in shown]
         changed = [workers[i] for i in touched if i in workers and i in shown]
-        removed = sorted(shown - set(workers))
+        if self.fleet is not None:
+            cards = self.remote.cards
+            touched_remote = self.remote.apply(events) | (set(cards) if dropped else set())
+            new += [c for c in cards.values() if c.id not in shown]
+            changed += [cards[i] for i in touched_remote if i in cards and i in shown]
+            removed = sorted(shown - set(workers) - set(cards))
+        else:
+            removed = sorted(shown - set(workers))
         shown.difference_update(removed)
         shown.update(w.id for w in new)
         rows = events[-self.settings.rows_per_flush:]
@@ -288,6 +306,11 @@ class PageHub(Hub):
         if len(runs) != self.runs_shown or any(touched & run.workers for run in runs):
             self.runs_shown = len(runs)
             extra = self.renderer.render_experiments(self.experiments, oob=True)
+        if self.fleet is not None and (
+                any(e.type == "machine" for e in events)
+                or time.monotonic() - self.machines_at >= MACHINES_EVERY):
+            self.machines_at = time.monotonic()
+            extra += self.renderer.render_machines(self.fleet, oob=True)
         run = self.recipes.latest
         if run and any(e.type == "step" or e.worker in run.workers.values() for e in events):
             extra += self.renderer.render_recipe(self.recipes, oob=True)
@@ -295,7 +318,8 @@ class PageHub(Hub):
         if self.ladder_due is not None and now >= self.ladder_due or \
                 any(e.type in LADDER_TYPES for e in events):
             if now - self.ladder_at >= LADDER_EVERY:  # a redrawn SVG costs the browser most
-                extra += self.renderer.render_ladder(self.supervisor, oob=True)
+                extra += self.renderer.render_ladder(self.supervisor, oob=True,
+                                                      remote=self.remote.cards)
                 self.ladder_at, self.ladder_due = now, None
             else:
                 self.ladder_due = self.ladder_at + LADDER_EVERY
