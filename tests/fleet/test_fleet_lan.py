@@ -5,6 +5,7 @@ import asyncio
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -380,3 +381,16 @@ async def test_a_subnet_broadcast_reaches_listeners_on_every_machine(dashboard, 
                                     and e.type == "received"]
     seqs = [e.seq for e in seen]
     assert seqs == sorted(seqs), "a held broadcast is numbered when it enters the bus"
+
+
+def test_an_agent_loads_no_web_library(lan_fleet):
+    """`udplab agent` dispatches before the dashboard's web stack is imported: a lab PC's
+    agent stays small (FastAPI's pydantic core is a shared library: its mapping shows it)."""
+    lan, _ = lan_fleet
+    agent = next(a for a in lan.agents if a.name == "a" and a.proc.poll() is None)
+    maps = Path(f"/proc/{agent.proc.pid}/maps").read_text()
+    assert "python" in maps
+    assert "pydantic_core" not in maps
+    status = Path(f"/proc/{agent.proc.pid}/status").read_text()
+    rss = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    assert rss < 45 * 1024, f"agent RSS {rss} KiB"
