@@ -164,8 +164,11 @@ class Agent:
         if args.get("boot") == self.boot:
             for seq, body in list(self.kept):
                 if first <= seq < before:
-                    await self.nc.publish(subject(self.name, "events"),
-                                          b'{"replay":true,' + body[1:])
+                    try:
+                        await self.nc.publish(subject(self.name, "events"),
+                                              b'{"replay":true,' + body[1:])
+                    except NatsError:  # the client's buffer is full: the rest stays lost
+                        break
                     sent += 1
         return {"replayed": sent, "oldest": self.kept[0][0] if self.kept else None,
                 "boot": self.boot}
