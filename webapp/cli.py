@@ -9,12 +9,8 @@ import socket
 import sys
 from pathlib import Path
 
-import uvicorn
-
 from webapp.engine.history import default_data_dir
 from webapp.engine.interfaces import ipv4_addresses
-from webapp.serve import Redactor, protocol_class
-from webapp.web import Settings, create_app
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -174,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("agent", "fleet"):
         from webapp.fleet import cli as fleet_cli
         return (fleet_cli.agent_main if argv[0] == "agent" else fleet_cli.fleet_main)(argv[1:])
+    # The web stack only now: `udplab agent` never loads it (a lab PC's agent stays small)
+    import uvicorn
+
+    from webapp.serve import Redactor, protocol_class
+    from webapp.web import Settings, create_app
+
     args = parse_args(argv)
     if args.nats or args.creds:
         from webapp.fleet.cli import check_dashboard

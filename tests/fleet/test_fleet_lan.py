@@ -5,6 +5,7 @@ import asyncio
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -344,3 +345,52 @@ async def test_a_flood_of_long_rows_crosses_in_messages_nats_server_accepts(dash
     received = (await dashboard.get(target["id"]))["counters"]["received"]
     assert received > 9000 and rows(target, "received") == received
     assert machine.batch - batches >= 5  # cut by size: several messages a flush
+
+
+async def test_a_subnet_broadcast_reaches_listeners_on_every_machine(dashboard, lan_fleet):
+    """Listing 2-4 across the LAN: a broadcast from machine a to the subnet's broadcast
+    address is heard by listeners on a, b and c, and its `reached` names all three."""
+    lan, server = lan_fleet
+    for old in [a for a in lan.agents if a.name == "c"]:
+        old.stop()
+    lan.agent(server, "c")
+    await until(lambda: "c" in dashboard.machines
+                and dashboard.machine("c").status()["state"] == "up", "c up")
+    listeners = [await dashboard.start({"machine": m, "kind": "listener", "port": 1071})
+                 for m in ("a", "b", "c")]
+    # a listener on another port of c hears nothing: it must not be named
+    deaf = await dashboard.start({"machine": "c", "kind": "listener", "port": 1072})
+    with dashboard.bus.subscribe() as sub:
+        sender = await dashboard.start({"machine": "a", "kind": "broadcast",
+                                        "host": f"{lan.hosts['a'].rsplit('.', 1)[0]}.255",
+                                        "port": 1071, "count": 2, "interval": 0.2,
+                                        "message": "to every machine"})
+        seen = []
+
+        def sent() -> list:
+            seen.extend(sub.drain()[0])
+            return [e for e in seen if e.worker == sender["id"] and e.type == "sent"]
+
+        await until(lambda: len(sent()) == 2, "both broadcasts", timeout=10)
+    names = sorted(w["id"] for w in listeners)
+    assert [e.reached for e in sent()] == [names, names]
+    assert all(e.machine == "a" for e in sent())
+    assert names[1] in sent()[0].message and names[2] in sent()[0].message
+    heard = [e for e in seen if e.type == "received" and e.worker in names]
+    assert len(heard) == 6 and not [e for e in seen if e.worker == deaf["id"]
+                                    and e.type == "received"]
+    seqs = [e.seq for e in seen]
+    assert seqs == sorted(seqs), "a held broadcast is numbered when it enters the bus"
+
+
+def test_an_agent_loads_no_web_library(lan_fleet):
+    """`udplab agent` dispatches before the dashboard's web stack is imported: a lab PC's
+    agent stays small (FastAPI's pydantic core is a shared library: its mapping shows it)."""
+    lan, _ = lan_fleet
+    agent = next(a for a in lan.agents if a.name == "a" and a.proc.poll() is None)
+    maps = Path(f"/proc/{agent.proc.pid}/maps").read_text()
+    assert "python" in maps
+    assert "pydantic_core" not in maps
+    status = Path(f"/proc/{agent.proc.pid}/status").read_text()
+    rss = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    assert rss < 45 * 1024, f"agent RSS {rss} KiB"

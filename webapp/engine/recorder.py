@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 from webapp.engine.history import HistoryStore, WorkerRecord
 from webapp.engine.supervisor import Supervisor
@@ -46,6 +46,11 @@ class Recorder:
         self.session: int | None = None
         self._tracked: dict[str, _Tracked] = {}
         self._forgotten: dict[int, _Tracked] = {}  # dropped by the supervisor, not yet written
+        # Workers of other machines of the fleet, by fleet-wide id (`b:client-1`): their
+        # events come through the bus with a `machine`; `describe` (set by the fleet) says
+        # what it last knew of such a worker (kind, spec, state, counters), or None.
+        self.describe: Callable[[str], dict | None] | None = None
+        self._remote: dict[str, WorkerRecord] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="udplab-history")
         self._lock = asyncio.Lock()
         self._subscription = None
@@ -134,13 +139,18 @@ class Recorder:
     def _collect(self, events: list) -> list[WorkerRecord]:
         """The records to write: every worker with news since the last flush."""
         dirty: dict[int, _Tracked] = {}
+        remote: dict[str, WorkerRecord] = {}
         live = self.supervisor.workers
         for event in events:
             worker = live.get(event.worker)
             tracked = self._track(worker) if worker is not None else \
                 self._tracked.get(event.worker)
             if tracked is None:
-                continue  # not a worker's (an experiment's own error): nothing to file it under
+                record = self._remote_record(event)
+                if record is not None:
+                    record.events.append(event)
+                    remote[event.worker] = record
+                continue  # else not a worker's (an experiment's own error): nothing to file
             record = tracked.record
             record.events.append(event)
             if event.type in STATE_OF:
@@ -157,9 +167,9 @@ class Recorder:
             tracked = self._track(worker)
             if self._refresh(tracked):
                 dirty[id(tracked)] = tracked
+        self._refresh_remote(remote.values())
         cap = self.store.cap
-        for tracked in dirty.values():
-            record = tracked.record
+        for record in [t.record for t in dirty.values()] + list(remote.values()):
             if len(record.events) > cap:  # the store keeps only the newest anyway
                 record.dropped += len(record.events) - cap
                 del record.events[:-cap]
@@ -167,4 +177,55 @@ class Recorder:
         for worker_id in [i for i, t in self._tracked.items()
                           if i not in live and id(t) not in dirty]:
             del self._tracked[worker_id]
-        return [t.record for t in dirty.values()]
+        return [t.record for t in dirty.values()] + list(remote.values())
+
+    def _remote_record(self, event) -> WorkerRecord | None:
+        """The record of another machine's worker (its id names the machine), made at its
+        first event; None for an event of no worker (a machine's own `machine` events)."""
+        if self.describe is None or getattr(event, "machine", None) is None \
+                or ":" not in event.worker:
+            return None
+        record = self._remote.get(event.worker)
+        if record is None:
+            if len(self._remote) >= 10_000:  # forget the oldest ended ones first
+                for key in [k for k, r in self._remote.items() if r.ended][:1000]:
+                    del self._remote[key]
+            record = self._remote[event.worker] = WorkerRecord(
+                id=None, worker=event.worker, kind="?", spec={"machine": event.machine},
+                state="running", local=None, target=None, counters={}, started=event.time,
+                ended=None, states=[(event.time, "running")])
+        return record
+
+    def _refresh_remote(self, records) -> None:
+        """What the fleet knows of these remote workers, and the state their events said."""
+        for record in records:
+            info = self.describe(record.worker) or {}
+            if info.get("kind"):
+                record.kind = info["kind"]
+                record.spec = {**(info.get("spec") or {}), "machine": record.spec["machine"]}
+                record.started = min(record.started, info.get("started") or record.started)
+                record.local = info.get("local") or record.local
+                record.target = info.get("target") or record.target
+                record.counters = info.get("counters") or record.counters
+            for event in record.events:
+                state = STATE_OF[event.type](event) if event.type in STATE_OF else None
+                if state is not None and state != record.state:
+                    record.state = state
+                    record.states.append((event.time, state))
+                    if state not in ("running", "paused"):
+                        record.ended = event.time
+                if event.type == "removed":
+                    self._remote.pop(record.worker, None)
+
+    async def last_origin(self, machine: str, boot: str) -> int:
+        """The agent's own number of the newest event of `machine`'s run `boot` that an
+        earlier session of this history holds (0: none): where a restarted dashboard asks
+        that agent to replay from."""
+        def query() -> int:
+            row = self.store.db.execute(
+                "SELECT max(json_extract(data, '$.origin')) FROM events WHERE worker IN "
+                "(SELECT id FROM workers WHERE session != ? AND worker LIKE ?) "
+                "AND json_extract(data, '$.boot') = ?",
+                (self.session, f"{machine}:%", boot)).fetchone()
+            return int(row[0] or 0)
+        return await self.call(query)

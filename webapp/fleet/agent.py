@@ -8,6 +8,7 @@ dashboard never makes a worker wait.
 """
 
 import asyncio
+import collections
 import json
 import logging
 import secrets
@@ -28,6 +29,11 @@ log = logging.getLogger("udplab.agent")
 FLUSH = 0.05  # seconds between event batches at most
 HEARTBEAT = 2.0  # seconds between hellos; the dashboard calls a machine lost after 10 s
 BATCH_BYTES = 256 * 1024  # a message's events at most (nats-server's max_payload is 1 MiB)
+# A restarted dashboard asks for the batches it missed (`replay`): the agent keeps its recent
+# ones. Agent-side buffers rather than JetStream: the plain nats-server 2.9 config that
+# `fleet init` writes needs no stream, storage or extra permissions, and the agent, which
+# numbers its own batches, already knows what to resend. The buffer is bounded by bytes.
+REPLAY_BYTES = 32 * 1024 * 1024
 
 
 class Agent:
@@ -45,6 +51,9 @@ class Agent:
         self.unsent = 0  # batches that could not be handed to NATS (its buffer full, offline)
         self.started = time.time()
         self._subscription = machine.supervisor.bus.subscribe(maxlen=100_000)
+        self.kept: collections.deque[tuple[int, bytes]] = collections.deque()  # (seq, body)
+        self.kept_bytes = 0
+        self.replay_bytes = REPLAY_BYTES
         self.commands: dict[str, Callable[[dict], Awaitable[Any]]] = {
             "start": lambda a: machine.start(a.get("spec")),
             "stop": lambda a: machine.stop(_id(a)),
@@ -59,6 +68,7 @@ class Agent:
             "options": lambda a: machine.options(_id(a)),
             "set-option": lambda a: machine.set_option(_id(a), a.get("name"), a.get("value")),
             "hello": lambda a: _value(self.hello()),
+            "replay": self.replay,
         }
 
     def hello(self) -> dict[str, Any]:
@@ -135,10 +145,33 @@ class Agent:
         head = wire.dumps({"machine": self.name, "boot": self.boot, "seq": self.batches,
                            "dropped": dropped})
         body = head[:-1] + b',"events":[' + b",".join(events) + b"]}"
+        self.kept.append((self.batches, body))
+        self.kept_bytes += len(body)
+        while self.kept_bytes > self.replay_bytes and len(self.kept) > 1:
+            self.kept_bytes -= len(self.kept.popleft()[1])
         try:
             await self.nc.publish(subject(self.name, "events"), body)
         except NatsError:  # offline with a full buffer, or closing: this batch is lost
             self.unsent += 1
+
+    async def replay(self, args: dict) -> dict[str, Any]:
+        """Publish again the kept batches numbered `first` ≤ seq < `before` of run `boot`
+        (marked `replay`), in order; how many, and the oldest kept."""
+        first, before = args.get("first"), args.get("before")
+        if not isinstance(first, int) or not isinstance(before, int):
+            raise BadSpec("replay needs the numbers 'first' and 'before'")
+        sent = 0
+        if args.get("boot") == self.boot:
+            for seq, body in list(self.kept):
+                if first <= seq < before:
+                    try:
+                        await self.nc.publish(subject(self.name, "events"),
+                                              b'{"replay":true,' + body[1:])
+                    except NatsError:  # the client's buffer is full: the rest stays lost
+                        break
+                    sent += 1
+        return {"replayed": sent, "oldest": self.kept[0][0] if self.kept else None,
+                "boot": self.boot}
 
     async def finish(self) -> None:
         """After its workers stopped: send their last events, and make sure they left."""

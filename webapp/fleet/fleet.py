@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from webapp.engine import BadSpec, Conflict, EventBus, Supervisor, UnknownWorker
 from webapp.fleet import wire
+from webapp.fleet.broadcasts import Broadcasts
 from webapp.fleet.config import APP, Creds, FleetError, check_machine, subject
 from webapp.fleet.machine import LocalMachine, Machine
 from webapp.fleet.remote import LOST_AFTER, RemoteMachine, Unreachable, decode
@@ -21,6 +22,7 @@ from webapp.fleet.remote import LOST_AFTER, RemoteMachine, Unreachable, decode
 if TYPE_CHECKING:  # the dashboard without --nats never loads the NATS client
     from nats.aio.msg import Msg
 
+    from webapp.engine.recorder import Recorder
     from webapp.fleet.connection import Connection
 
 log = logging.getLogger("udplab.fleet")
@@ -29,13 +31,20 @@ log = logging.getLogger("udplab.fleet")
 class Fleet:
     """The local machine and every agent that has said hello."""
 
-    def __init__(self, local: LocalMachine, *, lost_after: float = LOST_AFTER):
+    def __init__(self, local: LocalMachine, *, lost_after: float = LOST_AFTER,
+                 recorder: "Recorder | None" = None):
         self.local = local
+        # The history records other machines' workers too (what the fleet knows of them),
+        # and a restarted dashboard asks each agent to replay from what it already has.
+        self.recorder = recorder
+        if recorder is not None:
+            recorder.describe = self.describe
         self.bus: EventBus = local.supervisor.bus
         self.lost_after = lost_after
         self.machines: dict[str, Machine] = {local.name: local}
         self.connection: Connection | None = None
         self._states: dict[str, str] = {}  # what the log last said of each machine
+        self.broadcasts = Broadcasts(self.bus, self._addresses)
         self._watch: asyncio.Task | None = None
 
     async def join(self, connection: "Connection") -> None:
@@ -86,6 +95,9 @@ class Fleet:
                 return None
             machine = self.machines[name] = RemoteMachine(
                 name, self.connection.nc, self.bus, lost_after=self.lost_after)
+            machine.hold = self.broadcasts.hold
+            if self.recorder is not None:
+                machine.resume_from = self.recorder.last_origin
             log.info("machine %s joined the fleet", name)
             self._states[name] = "lost"  # so that its first hello says it is up
         return machine if isinstance(machine, RemoteMachine) else None
@@ -100,6 +112,16 @@ class Fleet:
         machine, body = self._remote(msg), decode(msg.data)
         if machine is not None and body is not None:
             machine.receive_events(body)
+
+    def _addresses(self, name: str) -> set[str]:
+        machine = self.machines.get(name)
+        return {i["address"] for i in machine.status()["interfaces"]} if machine else set()
+
+    def describe(self, worker_id: str) -> dict | None:
+        """What the fleet last knew of another machine's worker (for the history)."""
+        name, _ = wire.split_id(worker_id)
+        machine = self.machines.get(name) if name is not None else None
+        return machine.known(worker_id) if isinstance(machine, RemoteMachine) else None
 
     def machine(self, name: Any) -> Machine:
         """The machine called `name` (None: the local one); `BadSpec` if there is none."""
@@ -211,16 +233,20 @@ class Fleet:
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.wait([self._watch])
+        tasks = [m.catching_up() for m in self.machines.values()
+                 if isinstance(m, RemoteMachine)]
+        await asyncio.gather(*[t for t in tasks if t is not None])
         if self.connection is not None:
             await self.connection.close()
 
 
 @asynccontextmanager
 async def running(supervisor: Supervisor, url: str | None = None,
-                  creds: Path | None = None) -> AsyncIterator[Fleet]:
+                  creds: Path | None = None, *,
+                  recorder: "Recorder | None" = None) -> AsyncIterator[Fleet]:
     """The fleet of an app: just the local machine, or (with `url` and `creds`) joined to
     nats-server so that every agent's machine is in it too. `FleetError` if refused."""
-    fleet = Fleet(LocalMachine(supervisor))
+    fleet = Fleet(LocalMachine(supervisor), recorder=recorder)
     if url is None and creds is None:
         yield fleet
         return

@@ -5,9 +5,11 @@ through the `Fleet`, which hands them to `receive_events()` and `receive_hello()
 enter the dashboard's own bus, so history, streams and sampling see them like local ones.
 """
 
+import asyncio
 import json
+import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from webapp.engine import EngineError, EventBus
 from webapp.fleet import wire
@@ -18,6 +20,7 @@ if TYPE_CHECKING:  # the dashboard without --nats never loads the NATS client
 
 LOST_AFTER = 10.0  # seconds of silence before a machine is `lost`
 REQUEST_TIMEOUT = 5.0  # seconds an agent gets to answer a command
+log = logging.getLogger("udplab.fleet")
 
 
 class Unreachable(EngineError):
@@ -45,6 +48,13 @@ class RemoteMachine:
         self.missed = 0  # event batches that never arrived (a gap in the numbers)
         self.received = 0  # events received
         self._workers: dict[str, dict] = {}  # the last known state of its workers
+        # Where a restarted dashboard resumes: `resume_from(machine, boot)` is the agent's number
+        # of the newest event of that run the history already has (set by the fleet).
+        self.resume_from: Callable[[str, str], Awaitable[int]] | None = None
+        self.floor = 0  # replayed events numbered up to this are in the history already
+        self.replayed = 0  # events received again from the agent's buffer
+        self._catching_up: asyncio.Task | None = None
+        self.hold: Callable[[Any], bool] | None = None  # the fleet's (see broadcasts.py)
 
     @property
     def state(self) -> str:
@@ -69,16 +79,53 @@ class RemoteMachine:
         self.seen = time.time()
         seq = batch.get("seq")
         bus = self.bus
+        if batch.get("replay"):
+            self._receive_replayed(batch)
+            return
         if isinstance(seq, int):
             self._new_boot(batch.get("boot"), seq - 1)
             self._arrived(seq - 1)
             self.batch = max(self.batch, seq)
         for raw in batch.get("events") or ():
             if isinstance(raw, dict):
-                event = wire.event_from_agent(raw, self.name, bus.next_seq())
-                bus.publish(event)
+                event = wire.event_from_agent(raw, self.name, bus.next_seq(), self.boot or "")
+                if self.hold is None or not self.hold(event):
+                    bus.publish(event)
                 self.received += 1
                 self._track(event)
+
+    def _receive_replayed(self, batch: dict[str, Any]) -> None:
+        """A batch sent again on our asking: its events that the history does not have."""
+        if batch.get("boot") != self.boot:
+            return
+        bus = self.bus
+        for raw in batch.get("events") or ():
+            if isinstance(raw, dict) and isinstance(raw.get("seq"), int) \
+                    and raw["seq"] > self.floor:
+                event = wire.event_from_agent(raw, self.name, bus.next_seq(), self.boot)
+                bus.publish(event)
+                self.replayed += 1
+                self._track(event)
+
+    async def _catch_up(self, boot: str, before: int) -> None:
+        """This dashboard has just met this run of the agent (it started, or restarted):
+        learn its workers, then ask for its kept batches before `before` (the first one
+        heard live) from which the history lacks events."""
+        try:
+            await self.workers()
+            self.floor = await self.resume_from(self.name, boot) if self.resume_from else 0
+            answer = await self.request("replay", boot=boot, first=1, before=before)
+            log.info("machine %s: %d batch(es) replayed", self.name, answer["replayed"])
+        except Exception as exc:  # an older agent, or gone again: live events still come
+            log.warning("machine %s: could not replay its recent events: %s", self.name, exc)
+
+    def catching_up(self) -> "asyncio.Future | None":
+        """The replay in progress, cancelled (for closing): something to await, or None."""
+        task = self._catching_up
+        if task is None or task.done():
+            return None
+        task.cancel()
+        return asyncio.wait([task])
 
     def _arrived(self, last: int) -> None:
         """Batches up to `last` are in (or never will be): count and say any gap."""
@@ -98,8 +145,12 @@ class RemoteMachine:
         joined is not missed), and from 0 again when the agent restarts (a new boot)."""
         if not isinstance(boot, str) or boot == self.boot:
             return
-        self.batch = sent_before if self.boot is None else 0
+        first = self.boot is None
+        self.batch = sent_before if first else 0
         self.boot = boot
+        if first and sent_before > 0 and self.nc is not None:
+            self._catching_up = asyncio.create_task(self._catch_up(boot, sent_before + 1),
+                                                    name=f"catch up {self.name}")
 
     def _track(self, event) -> None:
         known = self._workers.get(event.worker)
@@ -136,6 +187,10 @@ class RemoteMachine:
         except (ValueError, KeyError):
             raise EngineError(f"Machine {self.name} sent an answer this dashboard cannot "
                               "read: is its agent another version?") from None
+
+    def known(self, worker_id: str) -> dict | None:
+        """What this dashboard last heard of a worker (fleet-wide id), without asking."""
+        return self._workers.get(worker_id)
 
     def _worker(self, raw: dict) -> dict:
         worker = wire.worker_from_agent(raw, self.name)

@@ -80,7 +80,11 @@ def remote_class(cls: type[Event]) -> type[Event]:
     remote = _REMOTE.get(cls)
     if remote is None:
         remote = dataclasses.make_dataclass(
-            f"Remote{cls.__name__}", [("machine", str)], bases=(cls,),
+            f"Remote{cls.__name__}",
+            # `boot` and `origin` (the agent's run, and the event's number there) let a
+            # restarted dashboard ask for what it has not recorded yet
+            [("machine", str), ("boot", str, dataclasses.field(default="")),
+             ("origin", int, dataclasses.field(default=0))], bases=(cls,),
             frozen=True, slots=True, kw_only=True)
         remote.__doc__ = f"{cls.__doc__} (from another machine of the fleet)"
         _REMOTE[cls] = remote
@@ -114,7 +118,7 @@ def _pick(kind: str, raw: dict) -> type[Event] | None:
     return min(candidates, key=lambda c: len(keys ^ set(_fields(c))))
 
 
-def event_from_agent(raw: dict, machine: str, seq: int) -> Event:
+def event_from_agent(raw: dict, machine: str, seq: int, boot: str = "") -> Event:
     """An agent's event (its `to_dict()`) as an event here, numbered `seq` on this bus."""
     cls = _pick(str(raw.get("type")), raw)
     values: dict[str, Any] = {"seq": seq, "time": float(raw.get("time", 0.0)),
@@ -131,8 +135,10 @@ def event_from_agent(raw: dict, machine: str, seq: int) -> Event:
         elif name in _WORKER_LIST_FIELDS and isinstance(value, list):
             value = [fleet_id(machine, str(v)) for v in value]
         values[name] = value
+    origin = raw.get("seq")
     try:
-        return remote_class(cls)(**values)
+        return remote_class(cls)(boot=boot, origin=origin if isinstance(origin, int) else 0,
+                                 **values)
     except TypeError:  # a field missing (an older agent): keep the line, not the details
         return RemoteNote(original=cls.type, **{k: values[k] for k in
                                                 ("seq", "time", "worker", "message",

@@ -55,8 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with Supervisor(history=settings.worker_history, policy=policy,
                               keep_ended=settings.keep_ended) as supervisor, \
                 history.running(app, supervisor, settings.data_dir,
-                                cap=settings.history_events), \
-                fleet.running(supervisor, settings.nats_url, settings.nats_creds) as machines:
+                                cap=settings.history_events) as recorder, \
+                fleet.running(supervisor, settings.nats_url, settings.nats_creds,
+                              recorder=recorder) as machines:
             app.state.supervisor = supervisor
             app.state.fleet = machines
             app.state.experiments = Experiments(supervisor)

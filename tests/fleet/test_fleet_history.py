@@ -1,0 +1,102 @@
+"""The history of a fleet (issue 15): other machines' workers are recorded like local ones,
+and a dashboard killed and restarted while agents work gets what it missed replayed from
+the agents' buffers, so the history has every event."""
+
+import signal
+import time
+
+import pytest
+
+from live import start_server, stop_and_check
+from test_fleet_web import REPO_ARGS, machines, wait_for
+
+
+def dashboard_args(server) -> tuple[str, ...]:
+    return (*REPO_ARGS, "--nats", server.url, "--creds", str(server.dir / "dashboard.creds"))
+
+
+def history_of(http, worker_id: str) -> list[dict]:
+    """Every record of `worker_id` in every session, with its events."""
+    sessions = http.get("/api/history").json()["sessions"]
+    return [http.get(f"/api/history/{w['id']}").json() for s in sessions
+            for w in s["workers"] if w["worker"] == worker_id]
+
+
+@pytest.fixture
+def dashboard_dir(tmp_path):
+    return tmp_path / "dashboard"
+
+
+def test_a_remote_workers_record_and_events_are_in_the_history(lan_fleet, dashboard_dir):
+    lan, server = lan_fleet
+    live = start_server(dashboard_dir, args=dashboard_args(server))
+    try:
+        with live.client() as http:
+            wait_for(lambda: {"a", "b"} <= set(machines(http)), "a and b")
+            echo = http.post("/api/workers", json={"machine": "a", "kind": "server",
+                                                   "host": lan.hosts["a"], "port": 1085}).json()
+            client = http.post("/api/workers", json={
+                "machine": "b", "kind": "client", "host": lan.hosts["a"], "port": 1085,
+                "count": 3, "interval": 0.05}).json()
+            wait_for(lambda: http.get(f"/api/workers/{client['id']}").json()["state"]
+                     != "running", "the client to end")
+            http.delete(f"/api/workers/{echo['id']}")
+
+            def recorded():
+                found = history_of(http, client["id"])
+                return found if found and found[0]["state"] == "finished" else None
+            [record] = wait_for(recorded, "the client's record in the history")
+            assert record["kind"] == "client" and record["spec"]["machine"] == "b"
+            assert record["spec"]["count"] == 3 and record["ended"]
+            types = [e["type"] for e in record["events"]]
+            assert types.count("reply") == 3 and types[-1] == "stopped", types
+            assert {e["machine"] for e in record["events"]} == {"b"}
+            [server_record] = wait_for(lambda: [r for r in history_of(http, echo["id"])
+                                                if r["state"] == "stopped"] or None,
+                                       "the server's record")
+            assert [e["type"] for e in server_record["events"]].count("received") == 3
+    finally:
+        stop_and_check(live)
+
+
+def test_a_dashboard_killed_and_restarted_loses_no_event(lan_fleet, dashboard_dir):
+    lan, server = lan_fleet
+    agent = lan.agent(server, "c")
+    live = start_server(dashboard_dir, args=dashboard_args(server))
+    try:
+        with live.client() as http:
+            wait_for(lambda: machines(http).get("c", {}).get("state") == "up", "c up")
+            echo = http.post("/api/workers", json={"machine": "c", "kind": "server",
+                                                   "host": lan.hosts["c"], "port": 1086}).json()
+            client = http.post("/api/workers", json={
+                "machine": "c", "kind": "client", "host": lan.hosts["c"], "port": 1086,
+                "count": 1000, "interval": 0.1}).json()
+            wait_for(lambda: len((history_of(http, client["id"]) or [{}])[0]
+                                 .get("events", [])) >= 6, "some of the client's events kept")
+        live.proc.send_signal(signal.SIGKILL)  # no last flush, no goodbye
+        live.proc.wait(timeout=5)
+        live.terminate()
+        time.sleep(3)  # ~30 requests the dashboard is not there for
+        live = start_server(dashboard_dir, args=dashboard_args(server))
+        with live.client() as http:
+            wait_for(lambda: machines(http).get("c", {}).get("state") == "up", "c up again")
+            time.sleep(1)
+            assert http.delete(f"/api/workers/{client['id']}").status_code == 200
+            assert http.delete(f"/api/workers/{echo['id']}").status_code == 200
+
+            def both_ended():
+                records = [r for w in (client["id"], echo["id"]) for r in history_of(http, w)]
+                stopped = [e for r in records for e in r["events"] if e["type"] == "stopped"]
+                return records if len(stopped) == 2 else None
+            records = wait_for(both_ended, "both workers' stopped events in the history")
+        assert len({r["session"] for r in records}) == 2  # before and after the restart
+        origins = [e["origin"] for r in records for e in r["events"]]
+        assert len(origins) == len(set(origins)), "an event recorded twice"
+        # every event agent c numbered, from its workers' first to the last: no gap
+        assert sorted(origins) == list(range(min(origins), max(origins) + 1))
+        assert min(origins) <= 2 and len(origins) > 60
+        types = [e["type"] for r in records for e in r["events"]]
+        assert types.count("sent") >= 40
+    finally:
+        stop_and_check(live)
+        agent.stop()
