@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 REQUIRED = [
     "webapp/__init__.py",
+    "webapp/engine/history/__init__.py",
+    "webapp/engine/history/pcapng.py",
+    "webapp/engine/lab/__init__.py",
+    "webapp/engine/lab/scenarios.py",
     "webapp/templates/base.html",
     "webapp/static/udplab.css",
     "webapp/static/vendor/htmx.min.js",

@@ -43,7 +43,7 @@ def test_the_check_sees_nats_when_it_is_imported():
 def test_the_app_loads_the_capture_library_only_for_a_capture():
     # dpkt holds ~6 MiB: the idle app (issue 8: <= 60 MiB) must not carry it.
     check = ("import sys, webapp.cli, webapp.web.app; before = 'dpkt' in sys.modules; "
-             "from webapp.engine import export; "
+             "from webapp.engine.history import export; "
              "capture = export.to_pcapng([]); print(before, 'dpkt' in sys.modules, len(capture))")
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT,
                             env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from history_helpers import start_with_data
 from live import stop_and_check
-from webapp.engine import export
+from webapp.engine.history import export
 from webapp.engine.history import FILENAME
 
 EVENT_TEXT = "The time is 2026-12-01 12:00:00.000000"

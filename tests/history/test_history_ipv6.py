@@ -6,7 +6,8 @@ import subprocess
 
 from history_helpers import tshark_fields
 from waiting import ended, until
-from webapp.engine import Supervisor, export
+from webapp.engine import Supervisor
+from webapp.engine.history import export
 
 
 async def run_dual_stack() -> list[dict]:

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from history_helpers import tshark_fields
-from webapp.engine import export
+from webapp.engine.history import export
 from webapp.engine.history import (
     FILENAME, SCHEMA_VERSION, HistoryStore, HistoryUnavailable, UnknownHistory, WorkerRecord,
 )

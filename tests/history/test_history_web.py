@@ -10,7 +10,8 @@ import time
 
 from history_helpers import exchange, find, start_with_data, tshark_fields
 from live import stop_and_check
-from webapp.engine.export import CSV_COLUMNS, DATAGRAM_TYPES
+from webapp.engine.history.datagrams import DATAGRAM_TYPES
+from webapp.engine.history.export import CSV_COLUMNS
 from webapp.engine.history import FILENAME, SCHEMA_VERSION
 
 

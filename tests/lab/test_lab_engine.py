@@ -1,4 +1,4 @@
-"""Issue 5 in the engine: the virtual LAN of network namespaces (webapp/engine/lab.py), sockets
+"""Issue 5 in the engine: the virtual LAN of network namespaces (webapp/engine/lab/), sockets
 made inside them (netns.py), workers placed on its hosts (`where`) and its one-click scenarios.
 
 Real namespaces, checked against the kernel with `ip -j`. Needs CAP_NET_ADMIN (CI runs as
@@ -27,7 +27,7 @@ from webapp.engine import BadSpec, Conflict, Supervisor
 from webapp.engine import lab as lab_module
 from webapp.engine import netns
 from webapp.engine.lab import Lab
-from webapp.engine.labscenarios import SCENARIOS, LabScenarios
+from webapp.engine.lab.scenarios import SCENARIOS, LabScenarios
 
 pytestmark = pytest.mark.usefixtures("lab_admin")
 

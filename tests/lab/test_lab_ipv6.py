@@ -14,7 +14,7 @@ import pytest
 
 from waiting import ended, of_type, until
 from webapp.engine import BadSpec, Supervisor
-from webapp.engine.labscenarios import LabScenarios
+from webapp.engine.lab.scenarios import LabScenarios
 
 pytestmark = pytest.mark.usefixtures("lab_admin")
 

@@ -10,7 +10,7 @@ import pytest
 
 from waiting import ended, of_type
 from webapp.engine import Supervisor
-from webapp.engine.labscenarios import SCENARIOS, LabScenarios
+from webapp.engine.lab.scenarios import SCENARIOS, LabScenarios
 
 pytestmark = pytest.mark.usefixtures("lab_admin")
 MULTICAST_SCENARIOS = ("multicast", "ssm", "snooping", "all-nodes")

@@ -22,7 +22,7 @@ from webapp.fleet.remote import LOST_AFTER, RemoteMachine, Unreachable, decode
 if TYPE_CHECKING:  # the dashboard without --nats never loads the NATS client
     from nats.aio.msg import Msg
 
-    from webapp.engine.recorder import Recorder
+    from webapp.engine.history.recorder import Recorder
     from webapp.fleet.connection import Connection
 
 log = logging.getLogger("udplab.fleet")

@@ -16,7 +16,7 @@ from webapp.engine import EngineError, Supervisor
 from webapp.engine.errors import bounded
 from webapp.engine.experiments import BindingExplorer, Experiments
 from webapp.engine import lab
-from webapp.engine.labscenarios import LabScenarios
+from webapp.engine.lab.scenarios import LabScenarios
 from webapp.engine.policy import Policy
 from webapp.engine.recipes import Recipes
 from webapp.fleet import fleet

@@ -7,7 +7,7 @@ from starlette.requests import HTTPConnection
 
 from webapp.engine import Supervisor
 from webapp.engine.experiments import BindingExplorer, Experiments
-from webapp.engine.labscenarios import LabScenarios
+from webapp.engine.lab.scenarios import LabScenarios
 from webapp.engine.recipes import Recipes
 from webapp.fleet.fleet import Fleet
 from webapp.web.render import Renderer

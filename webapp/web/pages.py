@@ -15,9 +15,9 @@ from webapp.engine import EngineError
 from webapp.engine.errors import UnknownWorker
 from webapp.engine.interfaces import host_choices
 from webapp.engine import interfaces, ports, sockopts
-from webapp.engine.export import payload_of
+from webapp.engine.history.datagrams import payload_of
 from webapp.engine.forge import can_forge
-from webapp.engine.labscenarios import SCENARIOS
+from webapp.engine.lab.scenarios import SCENARIOS
 from webapp.web.deps import (
     BindingDep, ExperimentsDep, FleetDep, LabScenariosDep, RecipesDep, RendererDep,
     SettingsDep, SupervisorDep,

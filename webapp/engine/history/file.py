@@ -1,6 +1,6 @@
 """The history's file on disk, apart from what it holds: one writer at a time (an exclusive
 `flock` on `<file>.lock`), a check at start-up, a damaged file moved aside, a read-only file
-recognised as such. `webapp.engine.history` turns these into messages for people."""
+recognised as such. `webapp.engine.history.store` turns these into messages for people."""
 
 import fcntl
 import os

@@ -8,7 +8,7 @@ from typing import Any
 
 import dpkt
 
-from webapp.engine.export import DATAGRAM_TYPES, payload_of
+from webapp.engine.history.datagrams import DATAGRAM_TYPES, payload_of
 
 LINKTYPE_RAW = 101  # packets start with the IPv4 or IPv6 header
 

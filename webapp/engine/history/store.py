@@ -2,13 +2,13 @@
 
 One app run is a *session*; each worker of it gets a row (a worker id that comes back after a
 remove is a new row). The store is plain synchronous `sqlite3`: the recorder calls it from one
-worker thread, never from the event loop (see `webapp.engine.recorder`).
+worker thread, never from the event loop (see `webapp.engine.history.recorder`).
 
 Schema versions live in `PRAGMA user_version`. An older database is migrated in place; one
 from a newer UDP Lab (or not ours) raises `HistoryUnavailable`, naming the file and the fix.
 
 One app writes a file at a time: the store holds the file's lock for its life (see
-`webapp.engine.historyfile`) and a second app gets `HistoryInUse` (two writers deleted each
+`webapp.engine.history.file`) and a second app gets `HistoryInUse` (two writers deleted each
 other's live sessions). A file that fails `PRAGMA quick_check` at start-up is moved aside as
 `<file>.damaged-<time>` and a fresh one started; `notice` says so.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from webapp.engine import historyfile
+from webapp.engine.history import file as historyfile
 from webapp.engine.errors import EngineError
 
 FILENAME = "history.sqlite3"

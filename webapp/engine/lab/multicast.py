@@ -4,7 +4,7 @@ traffic stays inside the lab's namespaces."""
 
 import asyncio
 
-from webapp.engine import labbridge
+from webapp.engine.lab import bridge as labbridge
 
 MULTICAST_SCENARIOS = {
     "multicast": "a group sent from h1 with TTL 1 (then 5) reaches members on h2 and h3, "

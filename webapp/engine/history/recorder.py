@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from webapp.engine.history import HistoryStore, WorkerRecord
+from webapp.engine.history.store import HistoryStore, WorkerRecord
 from webapp.engine.supervisor import Supervisor
 from webapp.engine.workers import Worker
 

@@ -12,24 +12,19 @@ capture interface per worker.
 import csv
 import io
 import json
-import re
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 from webapp.engine.errors import BadSpec
-from webapp.engine.history import WorkerRecord
+from webapp.engine.history.store import WorkerRecord
 from webapp.engine.specs import _name as check_name  # the rule of live names, one place
 
 FORMAT_VERSION = 1
-# Datagram events and which way the datagram went: True when the worker sent it.
-DATAGRAM_TYPES = {"sent": True, "received": False, "dropped": False, "reply": False,
-                  "rejected": False}
 CSV_COLUMNS = ("history_id", "worker", "seq", "time", "iso_time", "type", "message",
                "local_host", "local_port", "peer_host", "peer_port", "size", "text", "extra")
 _BASE_FIELDS = {"seq", "time", "worker", "type", "message", "local", "peer", "size", "text"}
-_ESCAPE = re.compile(rb"\\x([0-9a-f]{2})")
 
 
 def _worker_header(w: dict[str, Any]) -> dict[str, Any]:
@@ -72,28 +67,10 @@ def to_csv(workers: Iterable[dict[str, Any]]) -> str:
 
 # --- pcapng ----------------------------------------------------------------------------
 
-def payload_of(event: dict[str, Any]) -> tuple[bytes, bool]:
-    """The datagram's bytes as far as the event tells them, and whether they are exact.
-
-    Events keep `text`, the payload as `payload.show()` printed it: UTF-8, `\\xNN` for bytes
-    that are not, cut with `…` past 200 characters. That is undone here; when the result is
-    not `size` bytes long it is a best effort (a truncated capture)."""
-    text, size = event.get("text", ""), event.get("size", 0)
-    plain = text.encode("utf-8")
-    if len(plain) == size:
-        return plain, True
-    cut = text.endswith("…")
-    raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]),
-                      (text[:-1] if cut else text).encode("utf-8"))
-    if len(raw) == size:
-        return raw, True
-    return raw[:size], False
-
-
 def to_pcapng(workers: list[dict[str, Any]]) -> bytes:
-    """The datagram events of `workers` as a pcapng capture (see `webapp.engine.pcapng`,
+    """The datagram events of `workers` as a pcapng capture (see `webapp.engine.history.pcapng`,
     imported here on first use: dpkt costs memory the idle app need not hold)."""
-    from webapp.engine import pcapng
+    from webapp.engine.history import pcapng
     return pcapng.to_pcapng(workers)
 
 

@@ -9,7 +9,7 @@ import itertools
 from typing import Any
 
 from webapp.engine.errors import BadSpec, EngineError
-from webapp.engine.labmulticast import MULTICAST_SCENARIOS, MulticastScenarios
+from webapp.engine.lab.multicast import MULTICAST_SCENARIOS, MulticastScenarios
 
 SCENARIOS = {
     "exchange": "a client on h1 and a server on h2 exchange the book's datagrams",
