@@ -22,9 +22,8 @@ from starlette.requests import HTTPConnection
 from webapp.engine import EngineError, Supervisor
 from webapp.engine.errors import BadSpec
 from webapp.engine.history import (
-    FILENAME, SCHEMA_VERSION, HistoryStore, HistoryUnavailable, UnknownHistory,
+    FILENAME, SCHEMA_VERSION, HistoryStore, HistoryUnavailable, UnknownHistory, export,
 )
-from webapp.engine.history import export
 from webapp.engine.history.datagrams import DATAGRAM_TYPES
 from webapp.engine.history.recorder import Recorder
 from webapp.web.deps import RendererDep, SupervisorDep
