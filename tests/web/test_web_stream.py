@@ -114,10 +114,10 @@ async def test_messages_are_batched(live, count, interval):
     with_events = [(t, m) for t, m in messages if m["events"]]
     assert len(with_events) * 5 <= len(mine), (len(with_events), len(mine))
     # The server waits out the flush interval after each send. One arrival gap can shrink
-    # (the test's own loop, late for one message, reads the next on time), so the check is
-    # on their mean: unbatched, these messages would come microseconds apart.
+    # (a message delivered late, the next on time: 35 ms seen on a busy machine), so the
+    # check is on their mean: unbatched, these messages would come microseconds apart.
     gaps = [b[0] - a[0] for a, b in zip(with_events, with_events[1:], strict=False)]
-    assert sum(gaps) >= 0.04 * len(gaps), gaps
+    assert sum(gaps) >= 0.025 * len(gaps), gaps  # half the 50 ms: one late delivery fits
 
 
 def test_piled_up_batches_merge_into_messages_a_client_takes():
