@@ -394,3 +394,31 @@ def test_an_agent_loads_no_web_library(lan_fleet):
     status = Path(f"/proc/{agent.proc.pid}/status").read_text()
     rss = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
     assert rss < 45 * 1024, f"agent RSS {rss} KiB"
+
+
+async def test_a_remote_broadcast_names_the_dashboards_own_listeners(dashboard, lan_fleet):
+    """The dashboard's machine is on the agents' subnet (the bridge): its own listener on
+    0.0.0.0 hears machine a's subnet broadcast, and `reached` names it beside b's."""
+    lan, _ = lan_fleet
+    text = f"to the teacher too {time.monotonic_ns()}"  # told apart from any other run's
+    # a's addresses (from its hello: its first message here may be a late batch of events)
+    await until(lambda: dashboard.machine("a").status()["interfaces"], "a hello from a")
+    remote = await dashboard.start({"machine": "b", "kind": "listener", "port": 1073})
+    local = await dashboard.start({"kind": "listener", "port": 1073})
+    assert local["machine"] == "local"
+    with dashboard.bus.subscribe() as sub:
+        sender = await dashboard.start({"machine": "a", "kind": "broadcast",
+                                        "host": f"{lan.hosts['a'].rsplit('.', 1)[0]}.255",
+                                        "port": 1073, "count": 1, "message": text})
+        seen = []
+
+        def sent() -> list:
+            seen.extend(sub.drain()[0])
+            return [e for e in seen if e.worker == sender["id"] and e.type == "sent"]
+
+        await until(lambda: len(sent()) == 1, "the broadcast", timeout=10)
+    heard = [e for e in seen if e.type == "received" and e.worker == local["id"]]
+    assert [e.peer[0] for e in heard] == [lan.hosts["a"]], "the bridge did not carry it"
+    assert sent()[0].reached == sorted([remote["id"], local["id"]])
+    assert local["id"] in sent()[0].message
+    await dashboard.remove(local["id"])

@@ -3,7 +3,8 @@
 Each agent's broadcast worker names only the listeners of its own machine (it asks its own
 supervisor's workers). The dashboard sees every machine's events, so it completes the list:
 a broadcast's `sent` event is held for `WINDOW` seconds, then published with the workers of
-other machines whose `received` event is the same datagram (same text, from the sender's
+other machines (the dashboard's own among them: see `hear`) whose `received` event is the
+same datagram (same text, from the sender's
 port and one of the sender machine's addresses, at about the same time). Each `received`
 completes at most one broadcast, so repeated sends of one text are told apart in order.
 Receivers publish at once while the sender waits `HEAR_WAIT` before its `sent` event, so
@@ -44,17 +45,32 @@ class Broadcasts:
 
     def hold(self, event: Event) -> bool:
         """See a remote event before it enters the bus; True if it is held (a broadcast)."""
-        now = time.monotonic()
         if event.type == "received":
-            self.heard.append(_Heard(now, event))
-            while self.heard and now - self.heard[0].arrived > KEEP:
-                self.heard.popleft()
+            self.hear(event)
             return False
         if event.type != "sent" or not hasattr(event, "reached"):
             return False
         self.held += 1
         asyncio.get_running_loop().call_later(self.window, self._release, event)
         return True
+
+    def hear(self, event: Event) -> None:
+        """Keep a `received` event for matching: a remote one, or one of the dashboard's own
+        machine's workers (its listeners hear the agents' subnet broadcasts too)."""
+        now = time.monotonic()
+        self.heard.append(_Heard(now, event))
+        while self.heard and now - self.heard[0].arrived > KEEP:
+            self.heard.popleft()
+
+    async def hear_local(self) -> None:
+        """Until cancelled: keep the local workers' `received` events (they enter the bus
+        directly, not through `hold`)."""
+        with self.bus.subscribe() as sub:
+            while True:
+                await sub.wait()
+                for event in sub.drain()[0]:
+                    if event.type == "received" and getattr(event, "machine", None) is None:
+                        self.hear(event)
 
     def _release(self, event: Event) -> None:
         self.held -= 1
