@@ -8,7 +8,9 @@ same datagram (same text, from the sender's
 port and one of the sender machine's addresses, at about the same time). Each `received`
 completes at most one broadcast, so repeated sends of one text are told apart in order.
 Receivers publish at once while the sender waits `HEAR_WAIT` before its `sent` event, so
-their batches normally come first; the window covers the rest.
+their batches normally come first; the window covers the rest. A broadcast of the
+dashboard's own machine asks its peers itself: the fleet adds the other machines' listeners
+to them (`remote_listeners`), as far as their agents said within the sender's `HEAR_WAIT`.
 """
 
 import asyncio
@@ -19,6 +21,7 @@ from typing import Callable
 
 from webapp.engine import EventBus
 from webapp.engine.events import Event
+from webapp.engine.payload import show
 
 WINDOW = 0.3  # seconds a broadcast's `sent` waits here for other machines' `received`
 SKEW = 0.5  # seconds the machines' clocks (and the sender's HEAR_WAIT) may differ by
@@ -30,6 +33,20 @@ class _Heard:
     arrived: float
     event: Event
     used: bool = False
+
+
+@dataclasses.dataclass
+class _Ear:
+    """Another machine's worker, seen by a local broadcast worker as one of its peers."""
+
+    id: str
+    events: list[Event] = dataclasses.field(default_factory=list)
+
+    def heard_from(self, port: int, data: bytes, since: float) -> bool:
+        """Whether it said it received `data` from port `port` at about `since` or after."""
+        text = show(data)
+        return any(e.peer[1] == port and e.text == text and e.time >= since - SKEW
+                   for e in self.events)
 
 
 class Broadcasts:
@@ -71,6 +88,20 @@ class Broadcasts:
                 for event in sub.drain()[0]:
                     if event.type == "received" and getattr(event, "machine", None) is None:
                         self.hear(event)
+
+    def remote_listeners(self, local: str) -> list["_Ear"]:
+        """For a broadcast of the dashboard's own machine (`local`): the other machines'
+        workers as its broadcast worker asks its peers (`id`, `heard_from`); what their
+        agents said they heard by now (the sender waits `HEAR_WAIT` before it asks)."""
+        ours = self.addresses(local)
+        ears: dict[str, _Ear] = {}
+        for heard in self.heard:
+            event = heard.event
+            if getattr(event, "machine", None) is None or event.peer is None \
+                    or event.peer[0] not in ours:
+                continue
+            ears.setdefault(event.worker, _Ear(event.worker)).events.append(event)
+        return list(ears.values())
 
     def _release(self, event: Event) -> None:
         self.held -= 1

@@ -45,6 +45,8 @@ class Fleet:
         self.connection: Connection | None = None
         self._states: dict[str, str] = {}  # what the log last said of each machine
         self.broadcasts = Broadcasts(self.bus, self._addresses)
+        # a local broadcast's `reached` names the other machines' listeners that heard it
+        local.supervisor.other_peers = lambda: self.broadcasts.remote_listeners(local.name)
         self._watch: asyncio.Task | None = None
         self._hear: asyncio.Task | None = None
 
