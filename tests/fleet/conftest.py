@@ -1,7 +1,8 @@
 """Fixtures for the fleet tests (issue 15): a real nats-server on a free port with the config
 `udplab fleet init` wrote, a small LAN of network namespaces on a bridge this test made
 (198.18.N.0/24, benchmarking space, never a real LAN; N picked per run), and `udplab agent`
-processes each inside its own namespace, reaching nats-server over that bridge as separate machines would.
+processes each inside its own namespace, reaching nats-server over that bridge as separate
+machines would.
 
 Everything made here is removed in `finally` blocks: processes, namespaces, the bridge.
 Traffic flows only on loopback and inside these namespaces.
