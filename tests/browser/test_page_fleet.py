@@ -3,7 +3,7 @@ in its own network namespace on a bridge this test made (tests/fleet's LAN, reus
 
 The Machines panel lists them; the forms' machine picker starts a server on machine a and a
 client on machine b; cards, the log and the ladder name the machine; a SIGKILLed agent is
-shown lost. Datagrams flow only between the namespaces (198.18.50.0/24, made here).
+shown lost. Datagrams flow only between the namespaces (198.18.N.0/24, made here).
 """
 
 import importlib.util

@@ -1,7 +1,8 @@
 """Fixtures for the fleet tests (issue 15): a real nats-server on a free port with the config
 `udplab fleet init` wrote, a small LAN of network namespaces on a bridge this test made
-(198.18.50.0/24, benchmarking space, never a real LAN), and `udplab agent` processes each
-inside its own namespace, reaching nats-server over that bridge as separate machines would.
+(198.18.N.0/24, benchmarking space, never a real LAN; N picked per run), and `udplab agent`
+processes each inside its own namespace, reaching nats-server over that bridge as separate
+machines would.
 
 Everything made here is removed in `finally` blocks: processes, namespaces, the bridge.
 Traffic flows only on loopback and inside these namespaces.
@@ -23,7 +24,16 @@ from webapp.fleet import config
 
 REPO = Path(__file__).resolve().parents[2]
 NATS_SERVER = "/usr/sbin/nats-server"
-SUBNET = "198.18.50"  # the test LAN: .1 the bridge (nats-server), .2… the agents' machines
+
+
+def _free_subnet() -> str:
+    """198.18.N for N in 50..90 not on any interface here: two runs at once (two worktrees)
+    each get their own LAN, or their bridges would both claim .1."""
+    taken = ip("-o", "-4", "addr", "show").stdout
+    free = [n for n in range(50, 91) if f" 198.18.{n}." not in taken]
+    return f"198.18.{secrets.choice(free or [50])}"
+
+
 NS_PREFIX = "ulfleet-"  # not the lab's `udplab-`: its orphan cleaner must leave these alone
 
 
@@ -49,6 +59,9 @@ def wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float = 10.
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10,
                           check=check)
+
+
+SUBNET = _free_subnet()  # the test LAN: .1 the bridge (nats-server), .2… the agents' machines
 
 
 @dataclass

@@ -2,6 +2,8 @@
 this test made, driven from an in-process `Fleet` (the dashboard's side) over nats-server."""
 
 import asyncio
+import dataclasses
+import ipaddress
 import signal
 import subprocess
 import time
@@ -394,3 +396,63 @@ def test_an_agent_loads_no_web_library(lan_fleet):
     status = Path(f"/proc/{agent.proc.pid}/status").read_text()
     rss = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
     assert rss < 45 * 1024, f"agent RSS {rss} KiB"
+
+
+async def test_a_remote_broadcast_names_the_dashboards_own_listeners(dashboard, lan_fleet):
+    """The dashboard's machine is on the agents' subnet (the bridge): its own listener on
+    0.0.0.0 hears machine a's subnet broadcast, and `reached` names it beside b's."""
+    lan, _ = lan_fleet
+    text = f"to the teacher too {time.monotonic_ns()}"  # told apart from any other run's
+    # a's addresses (from its hello: its first message here may be a late batch of events)
+    await until(lambda: dashboard.machine("a").status()["interfaces"], "a hello from a")
+    remote = await dashboard.start({"machine": "b", "kind": "listener", "port": 1073})
+    local = await dashboard.start({"kind": "listener", "port": 1073})
+    assert local["machine"] == "local"
+    with dashboard.bus.subscribe() as sub:
+        sender = await dashboard.start({"machine": "a", "kind": "broadcast",
+                                        "host": f"{lan.hosts['a'].rsplit('.', 1)[0]}.255",
+                                        "port": 1073, "count": 1, "message": text})
+        seen = []
+
+        def sent() -> list:
+            seen.extend(sub.drain()[0])
+            return [e for e in seen if e.worker == sender["id"] and e.type == "sent"]
+
+        await until(lambda: len(sent()) == 1, "the broadcast", timeout=10)
+    heard = [e for e in seen if e.type == "received" and e.worker == local["id"]]
+    assert [e.peer[0] for e in heard] == [lan.hosts["a"]], "the bridge did not carry it"
+    assert sent()[0].reached == sorted([remote["id"], local["id"]])
+    assert local["id"] in sent()[0].message
+    await dashboard.remove(local["id"])
+
+
+async def test_a_local_broadcast_names_the_listeners_of_other_machines(dashboard, lan_fleet):
+    """The dashboard's own machine broadcasts on the bridge's subnet: `reached` names the
+    listeners of a and b that heard it (their agents said so within the sender's wait)."""
+    lan, _ = lan_fleet
+    text = f"from the teacher {time.monotonic_ns()}"
+    subnet = lan.hosts["a"].rsplit(".", 1)[0]
+    await until(lambda: dashboard.machine("a").status()["interfaces"]
+                and dashboard.machine("b").status()["interfaces"], "hellos from a and b")
+    listeners = [await dashboard.start({"machine": m, "kind": "listener", "port": 1074})
+                 for m in ("a", "b")]
+    supervisor = dashboard.local.supervisor
+    policy = supervisor.policy  # as `udplab --allow-net` would: the test's own bridge only
+    supervisor.policy = dataclasses.replace(policy, allowed_networks=(
+        ipaddress.ip_network(f"{subnet}.0/24"),))
+    try:
+        with dashboard.bus.subscribe() as sub:
+            sender = await dashboard.start({"kind": "broadcast", "port": 1074, "count": 1,
+                                            "host": f"{subnet}.255", "message": text})
+            seen = []
+
+            def sent() -> list:
+                seen.extend(sub.drain()[0])
+                return [e for e in seen if e.worker == sender["id"] and e.type == "sent"]
+
+            await until(lambda: len(sent()) == 1, "the broadcast", timeout=10)
+    finally:
+        supervisor.policy = policy
+    assert sent()[0].reached == sorted(w["id"] for w in listeners)
+    assert listeners[0]["id"] in sent()[0].message
+    await dashboard.remove(sender["id"])

@@ -35,6 +35,9 @@ class Supervisor:
         # Called with a worker just before it is forgotten (removed, or cleared past
         # `keep_ended`), so the history can take its final state first.
         self.on_forget: list[Callable[[Worker], None]] = []
+        # Who else a broadcast may have reached (the fleet's: other machines' listeners),
+        # each with the `id` and `heard_from` of a worker.
+        self.other_peers: Callable[[], list] = list
         self._number = 0  # the last number an unnamed worker got ("server-3")
         # Starts between their checks and their insert: the slots and names they hold. The
         # checks and the reservation happen before the first `await`, so concurrent starts
@@ -133,7 +136,7 @@ class Supervisor:
         worker = WORKER_CLASSES[spec.kind](worker_id, spec, target, self.bus,
                                            history=self.history)
         worker.source = source
-        worker.peers = self.workers.values
+        worker.peers = lambda: [*self.workers.values(), *self.other_peers()]
         worker.policy = self.policy
         worker.throttle = None if local else self.policy.throttle()
         try:

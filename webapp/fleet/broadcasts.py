@@ -3,11 +3,14 @@
 Each agent's broadcast worker names only the listeners of its own machine (it asks its own
 supervisor's workers). The dashboard sees every machine's events, so it completes the list:
 a broadcast's `sent` event is held for `WINDOW` seconds, then published with the workers of
-other machines whose `received` event is the same datagram (same text, from the sender's
+other machines (the dashboard's own among them: see `hear`) whose `received` event is the
+same datagram (same text, from the sender's
 port and one of the sender machine's addresses, at about the same time). Each `received`
 completes at most one broadcast, so repeated sends of one text are told apart in order.
 Receivers publish at once while the sender waits `HEAR_WAIT` before its `sent` event, so
-their batches normally come first; the window covers the rest.
+their batches normally come first; the window covers the rest. A broadcast of the
+dashboard's own machine asks its peers itself: the fleet adds the other machines' listeners
+to them (`remote_listeners`), as far as their agents said within the sender's `HEAR_WAIT`.
 """
 
 import asyncio
@@ -18,6 +21,7 @@ from typing import Callable
 
 from webapp.engine import EventBus
 from webapp.engine.events import Event
+from webapp.engine.payload import show
 
 WINDOW = 0.3  # seconds a broadcast's `sent` waits here for other machines' `received`
 SKEW = 0.5  # seconds the machines' clocks (and the sender's HEAR_WAIT) may differ by
@@ -29,6 +33,20 @@ class _Heard:
     arrived: float
     event: Event
     used: bool = False
+
+
+@dataclasses.dataclass
+class _Ear:
+    """Another machine's worker, seen by a local broadcast worker as one of its peers."""
+
+    id: str
+    events: list[Event] = dataclasses.field(default_factory=list)
+
+    def heard_from(self, port: int, data: bytes, since: float) -> bool:
+        """Whether it said it received `data` from port `port` at about `since` or after."""
+        text = show(data)
+        return any(e.peer[1] == port and e.text == text and e.time >= since - SKEW
+                   for e in self.events)
 
 
 class Broadcasts:
@@ -44,17 +62,46 @@ class Broadcasts:
 
     def hold(self, event: Event) -> bool:
         """See a remote event before it enters the bus; True if it is held (a broadcast)."""
-        now = time.monotonic()
         if event.type == "received":
-            self.heard.append(_Heard(now, event))
-            while self.heard and now - self.heard[0].arrived > KEEP:
-                self.heard.popleft()
+            self.hear(event)
             return False
         if event.type != "sent" or not hasattr(event, "reached"):
             return False
         self.held += 1
         asyncio.get_running_loop().call_later(self.window, self._release, event)
         return True
+
+    def hear(self, event: Event) -> None:
+        """Keep a `received` event for matching: a remote one, or one of the dashboard's own
+        machine's workers (its listeners hear the agents' subnet broadcasts too)."""
+        now = time.monotonic()
+        self.heard.append(_Heard(now, event))
+        while self.heard and now - self.heard[0].arrived > KEEP:
+            self.heard.popleft()
+
+    async def hear_local(self) -> None:
+        """Until cancelled: keep the local workers' `received` events (they enter the bus
+        directly, not through `hold`)."""
+        with self.bus.subscribe() as sub:
+            while True:
+                await sub.wait()
+                for event in sub.drain()[0]:
+                    if event.type == "received" and getattr(event, "machine", None) is None:
+                        self.hear(event)
+
+    def remote_listeners(self, local: str) -> list["_Ear"]:
+        """For a broadcast of the dashboard's own machine (`local`): the other machines'
+        workers as its broadcast worker asks its peers (`id`, `heard_from`); what their
+        agents said they heard by now (the sender waits `HEAR_WAIT` before it asks)."""
+        ours = self.addresses(local)
+        ears: dict[str, _Ear] = {}
+        for heard in self.heard:
+            event = heard.event
+            if getattr(event, "machine", None) is None or event.peer is None \
+                    or event.peer[0] not in ours:
+                continue
+            ears.setdefault(event.worker, _Ear(event.worker)).events.append(event)
+        return list(ears.values())
 
     def _release(self, event: Event) -> None:
         self.held -= 1

@@ -45,7 +45,10 @@ class Fleet:
         self.connection: Connection | None = None
         self._states: dict[str, str] = {}  # what the log last said of each machine
         self.broadcasts = Broadcasts(self.bus, self._addresses)
+        # a local broadcast's `reached` names the other machines' listeners that heard it
+        local.supervisor.other_peers = lambda: self.broadcasts.remote_listeners(local.name)
         self._watch: asyncio.Task | None = None
+        self._hear: asyncio.Task | None = None
 
     async def join(self, connection: "Connection") -> None:
         """Listen to every agent's hellos and events on an open connection."""
@@ -56,6 +59,7 @@ class Fleet:
         await nc.flush()
         await connection.check_refused()
         self._watch = asyncio.create_task(self._watch_machines(), name="fleet watch")
+        self._hear = asyncio.create_task(self.broadcasts.hear_local(), name="fleet broadcasts")
 
     async def _watch_machines(self, every: float = 1.0) -> None:
         """Say in the log when a machine goes silent or comes back (its state itself is
@@ -230,9 +234,10 @@ class Fleet:
 
     async def close(self) -> None:
         """Leave the fleet (the local machine's workers are the supervisor's to stop)."""
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.wait([self._watch])
+        for task in (self._watch, self._hear):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
         tasks = [m.catching_up() for m in self.machines.values()
                  if isinstance(m, RemoteMachine)]
         await asyncio.gather(*[t for t in tasks if t is not None])

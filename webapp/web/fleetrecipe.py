@@ -61,7 +61,8 @@ class TwoMachines:
 
     def _pick(self, run) -> str:
         up = [m for m in self.fleet.status() if m["state"] == "up" and lan_address(m)]
-        up.sort(key=lambda m: m["local"])  # agents first: the dashboard's own is the spare
+        up.sort(key=lambda m: (m["local"], m["name"]))  # agents first, by name (not by whose
+        # message came first): the dashboard's own is the spare
         if len(up) < 2:
             self._refuse(run)
         self.picked[run.id] = [{"name": m["name"], "address": lan_address(m)["address"],
