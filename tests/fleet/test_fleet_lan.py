@@ -128,7 +128,7 @@ async def test_mistakes_come_back_as_the_engines_errors(dashboard, lan_fleet):
                                "port": 1061})
     # the agent's own flags bound its workers: only its LAN was allowed (--allow-net)
     with pytest.raises(Refused):
-        await dashboard.start({"machine": "b", "kind": "client", "host": "192.0.2.1",
+        await dashboard.start({"machine": "b", "kind": "client", "host": "192.0.2.1",  # refused
                                "port": 9})
     with pytest.raises(UnknownWorker):
         await dashboard.get("a:nobody")

@@ -88,7 +88,7 @@ def test_a_lab_address_while_the_lab_is_down_says_so():
     assert "--allow-net" not in refused.value.message
     with pytest.raises(Refused) as far:  # elsewhere the operator's switch is still the fix
         policy.check("client", "192.0.2.7")
-    assert "--allow-net 192.0.2.7/32" in far.value.message
+    assert "--allow-net 192.0.2.7/32" in far.value.message  # refused: nothing is sent
 
 
 def test_after_teardown_a_probe_to_the_lab_says_the_lab_is_down(api):
