@@ -32,10 +32,9 @@ import time
 import httpx
 from playwright.sync_api import sync_playwright
 
-from common import (Watchers, build_c, cpu_ns, machine, save, start_udplab, stop_udplab,
-                    table)
+from common import (Watchers, build_c, cpu_ns, machine, open_dashboard, save, start_udplab,
+                    stop_udplab, table)
 from page import one_rate
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 
 CPU = "0"
 VIEWER_CPU = "1"
@@ -72,10 +71,7 @@ def run(rate: int, seconds: float, viewers: int) -> dict:
     view = re.search(r"\?view=(\S+)", server.output()).group(1)
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"{server.base}/?token={server.token}")
-            page.wait_for_selector("#conn-status.live")
+            browser, page, _ = open_dashboard(pw, server)
             api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=10)
             one_rate(page, api, blast, rate, 1.0, name="class-warmup")
             alone = measured(server, page, api, blast, rate, seconds, "class-alone")

@@ -78,6 +78,25 @@ def udplab_accepts(option: str) -> bool:
     return option in out.stdout
 
 
+# --- the page in Chromium ---------------------------------------------------------------------
+
+def open_dashboard(pw, server: LiveServer, width: int = 1280, height: int = 900):
+    """Debian's Chromium (Playwright `pw`) on udplab's page, logged in by the token URL, once
+    its live stream is up: (browser, page, milliseconds from goto to live). Close the browser."""
+    from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        page = browser.new_page(viewport={"width": width, "height": height})
+        started = time.perf_counter()
+        page.goto(f"{server.base}/?token={server.token}")
+        page.wait_for_selector("#conn-status.live")
+    except BaseException:
+        browser.close()
+        raise
+    return browser, page, (time.perf_counter() - started) * 1000
+
+
 # --- /proc ------------------------------------------------------------------------------------
 
 def cpu_seconds(pid: int) -> float:

@@ -28,9 +28,8 @@ import time
 import httpx
 from playwright.sync_api import sync_playwright
 
-from common import (build_c, end, machine, percentile, save, spawn_pinned, start_udplab,
-                    stop_udplab, table, udp_socket)
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from common import (build_c, end, machine, open_dashboard, percentile, save, spawn_pinned,
+                    start_udplab, stop_udplab, table, udp_socket)
 
 CLICKS = 6
 SUMMARY = "#listener-panel > summary"
@@ -128,12 +127,7 @@ def run(rates: list[int], seconds: float, warmup: float = 1.0) -> dict:
     results = []
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            started = time.perf_counter()
-            page.goto(f"{server.base}/?token={server.token}")
-            page.wait_for_selector("#conn-status.live")
-            load_ms = (time.perf_counter() - started) * 1000
+            browser, page, load_ms = open_dashboard(pw, server)
             api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=10)
             cold = one_rate(page, api, blast, rates[0], warmup, name="page-warmup") \
                 if warmup else None

@@ -1,7 +1,9 @@
 """The benchmark suite (`make bench`): every benchmark in turn, each in its own process with a
-time limit, then one summary table against the targets of issues 8 and 17.
+time limit, then one summary table against the targets of issues 8, 15 and 17. `fleet` needs
+Debian's nats-server (`make test-setup` installs it).
 
-  .venv/bin/python bench/run.py [--only echo,ingest,fanout,page,memory,class,stream] [--quick]
+  .venv/bin/python bench/run.py [--only echo,ingest,fanout,page,memory,class,stream,fleet]
+                                [--quick]
 
 Exits 0 whether or not the targets hold (the table says which), and also when a benchmark
 failed to run (its row in the summary says FAILED, with the reason above); with --strict, a
@@ -11,6 +13,7 @@ benchmark that failed to run makes the exit code 1.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +28,8 @@ SUITE = {  # name: (arguments, time limit in seconds)
     "memory": (["--workers", "1000"], 90),
     "class": (["--rate", "1000", "--seconds", "3", "--viewers", "100"], 150),
     "stream": (["--seconds", "2", "--rounds", "2"], 120),
+    "fleet": (["--agents", "40", "--seconds", "8", "--page-seconds", "10", "--rounds", "60"],
+              150),
 }
 QUICK = {
     "echo": ["--rounds", "2", "--seconds", "1"],
@@ -34,6 +39,7 @@ QUICK = {
     "memory": ["--workers", "200"],
     "class": ["--rate", "1000", "--seconds", "2", "--viewers", "100"],
     "stream": ["--seconds", "1", "--rounds", "1"],
+    "fleet": ["--agents", "40", "--seconds", "3", "--page-seconds", "4", "--rounds", "20"],
 }
 
 
@@ -149,7 +155,62 @@ def summary(results: dict) -> list[list]:
                          f"{fmt(c['iperf3_rate'])}); {c['core_ratio']:.2f}x "
                          f"({fmt(c['udplab_per_core'])} vs {fmt(c['iperf3_per_core'])})",
                          ">= 0.8x", verdict(c["ratio"] >= 0.8 and c["core_ratio"] >= 0.8)])
+    fleet = results.get("fleet")
+    if fleet:
+        a, b = fleet["no_page"], fleet["with_page"]
+        n = fleet["agents"]
+        row = b["row"]
+        rows.append(["fleet", f"page row p50/p99: a remote reply's arrival on its agent to its "
+                     f"row ({n} agents, a client each at 10/s)",
+                     f"{row['p50_ms']:.0f} / {row['p99_ms']:.0f} ms ({row['n']:,} rows)",
+                     "p99 <= 100 ms", verdict(row["n"] > 0 and row["p99_ms"] <= 100)])
+        rows.append(["fleet", "start a worker on a remote machine p50/p99 (API)",
+                     f"{fleet['start_p50_ms']:.1f} / {fleet['start_p99_ms']:.0f} ms "
+                     f"({fleet['starts']} starts)", "", ""])
+        rows.append(["fleet", "dashboard CPU, no page | teacher's page open",
+                     f"{a['cpu_pct']:.0f} | {b['cpu_pct']:.0f} % of one core "
+                     f"({a['requests_per_s']:.0f} | {b['requests_per_s']:.0f} requests/s)",
+                     "", ""])
+        rows.append(["fleet", "remote event to /api/events p50/p99, no page | page open",
+                     f"{a['event_lag']['p50_ms']:.0f}/{a['event_lag']['p99_ms']:.0f} | "
+                     f"{b['event_lag']['p50_ms']:.0f}/{b['event_lag']['p99_ms']:.0f} ms",
+                     "", ""])
+        idle = fleet["agent_idle_rss_mib"]
+        rows.append(["fleet", "agent idle RSS (median of the agents)",
+                     f"{idle:.1f} MiB (max {fleet['agent_idle_rss_max_mib']:.1f})",
+                     "<= 60 MiB", verdict(idle <= 60)])
     return rows
+
+
+def run_one(argv: list[str], limit: float) -> None:
+    """Run one benchmark in its own process. Past `limit` seconds it gets SIGTERM and 30 s to
+    stop what it started (SIGKILL would leave its udplab, agents or browser running); on
+    Ctrl+C (which it gets too) it has 30 s before that SIGTERM."""
+    with subprocess.Popen(argv, cwd=BENCH.parent) as proc:
+        try:
+            code = proc.wait(timeout=limit)
+        except KeyboardInterrupt:
+            stop(proc, grace=30)
+            raise
+        except subprocess.TimeoutExpired:
+            stop(proc, grace=0)
+            raise
+        if code:
+            raise subprocess.CalledProcessError(code, argv)
+
+
+def stop(proc: subprocess.Popen, grace: float) -> None:
+    """Wait `grace` seconds, then SIGTERM and 30 s more, then SIGKILL."""
+    for sig, wait in ((None, grace), (signal.SIGTERM, 30)):
+        if sig is not None and proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait()
 
 
 def main() -> int:
@@ -173,8 +234,7 @@ def main() -> int:
         print(f"\n== {name} (load {load()}) ==", flush=True)
         t0 = time.monotonic()
         try:
-            subprocess.run([sys.executable, str(BENCH / f"{name}.py"), *argv], check=True,
-                           timeout=limit, cwd=BENCH.parent)
+            run_one([sys.executable, str(BENCH / f"{name}.py"), *argv], limit)
             results[name] = json.loads(path.read_text())
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError,
                 ValueError) as exc:
@@ -184,8 +244,8 @@ def main() -> int:
     print()
     rows = summary(results) + [[name, "(did not run to the end: see its output above)", "",
                                 "", "FAILED"] for name in failed]
-    print(table(f"Summary (issue 8 and 17 targets) — {machine()}; load average at end {load()}; "
-                f"suite {time.monotonic() - started:.0f} s",
+    print(table(f"Summary (issue 8, 15 and 17 targets) — {machine()}; load average at end "
+                f"{load()}; suite {time.monotonic() - started:.0f} s",
                 ["benchmark", "measure", "measured", "target", "verdict"], rows))
     if failed:
         print(f"\nfailed to run: {', '.join(failed)}")
