@@ -29,7 +29,7 @@ SUITE = {  # name: (arguments, time limit in seconds)
     "class": (["--rate", "1000", "--seconds", "3", "--viewers", "100"], 150),
     "stream": (["--seconds", "2", "--rounds", "2"], 120),
     "fleet": (["--agents", "40", "--seconds", "8", "--page-seconds", "10", "--rounds", "60"],
-              150),
+              180),
 }
 QUICK = {
     "echo": ["--rounds", "2", "--seconds", "1"],
