@@ -24,7 +24,6 @@ Needs `make test-setup` (playwright and /usr/bin/chromium). Loopback only; bound
 """
 
 import argparse
-import os
 import re
 import statistics
 import time
@@ -32,25 +31,12 @@ import time
 import httpx
 from playwright.sync_api import sync_playwright
 
-from common import (Watchers, build_c, cpu_ns, machine, open_dashboard, save, start_udplab,
-                    stop_udplab, table)
+from common import (Watchers, build_c, cpu_ns, machine, open_dashboard, run_queue_ns, save,
+                    start_udplab, stop_udplab, table)
 from page import one_rate
 
 CPU = "0"
 VIEWER_CPU = "1"
-
-
-def run_queue_ns(pid: int) -> int:
-    """Time the threads of `pid` waited for a CPU while runnable (schedstat's second field):
-    on a shared machine, how much of a latency is the scheduler's."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[1])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
 
 
 def measured(server, page, api, blast, rate: int, seconds: float, name: str) -> dict:

@@ -119,6 +119,37 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def run_queue_ns(pid: int) -> int:
+    """Time the threads of `pid` waited for a CPU while runnable (schedstat's second field):
+    on a shared machine, how much of a latency is the scheduler's."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                pass
+    found, frontier = [], [pid]
+    while frontier and len(found) < 10_000:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS in KiB."""
     with open(f"/proc/{pid}/status") as f:

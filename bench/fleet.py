@@ -43,8 +43,9 @@ import threading
 import time
 from pathlib import Path
 
-from common import (BUILD, PY, ROOT, cpu_seconds, end, machine, open_dashboard, percentile,
-                    rss_kib, save, start_udplab, stop_udplab, table, wait_for)
+from common import (BUILD, PY, ROOT, cpu_ns, cpu_seconds, descendants, end, machine,
+                    open_dashboard, percentile, rss_kib, run_queue_ns, save, start_udplab,
+                    stop_udplab, table, wait_for)
 
 from webapp.fleet import config
 
@@ -148,15 +149,48 @@ class EventWatcher(threading.Thread):
         return lags
 
 
-def cpu_window(live, http, server_id: str, seconds: float) -> dict:
-    """The dashboard's CPU and the requests its server answered over `seconds`."""
+def chromium() -> list[int]:
+    """The browser's processes (Playwright's driver starts them below this process)."""
+    out = []
+    for pid in descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().startswith("chrom"):
+                    out.append(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return out
+
+
+def scheduled(pids: list[int]) -> tuple[int, int]:
+    """Nanoseconds on a CPU and waiting for one (runnable), summed over `pids`' threads."""
+    ran = waited = 0
+    for pid in pids:
+        try:
+            ran += cpu_ns(pid)
+            waited += run_queue_ns(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a helper process that ended
+    return ran, waited
+
+
+def cpu_window(live, http, server_id: str, seconds: float, browser: list[int] = ()) -> dict:
+    """Over `seconds`: the dashboard's CPU, the requests its server answered, and the share
+    of the time the dashboard and the `browser`'s processes ran and waited for a CPU (as % of
+    one core: on a shared machine, how much of a latency is the scheduler's)."""
     received0 = http.get(f"/api/workers/{server_id}").json()["counters"]["received"]
     cpu0, t0 = cpu_seconds(live.proc.pid), time.monotonic()
+    dash0, browser0 = scheduled([live.proc.pid]), scheduled(browser)
     time.sleep(seconds)
     cpu1, t1 = cpu_seconds(live.proc.pid), time.monotonic()
+    dash1, browser1 = scheduled([live.proc.pid]), scheduled(browser)
     received1 = http.get(f"/api/workers/{server_id}").json()["counters"]["received"]
+    pct = lambda a, b, i: 100 * (b[i] - a[i]) / 1e9 / (t1 - t0)  # noqa: E731
     return {"cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
-            "requests_per_s": (received1 - received0) / (t1 - t0)}
+            "requests_per_s": (received1 - received0) / (t1 - t0),
+            "dashboard_wait_pct": pct(dash0, dash1, 1),
+            "browser_cpu_pct": pct(browser0, browser1, 0) if browser else None,
+            "browser_wait_pct": pct(browser0, browser1, 1) if browser else None}
 
 
 def stats(values: list[float]) -> dict:
@@ -260,7 +294,7 @@ def measure(args, live, http, names, agents, directory) -> dict:
                 time.sleep(WARMUP)
                 page.evaluate(ROWS)  # forget the warm-up's rows
                 watcher.window()
-                with_page = cpu_window(live, http, server_id, args.page_seconds)
+                with_page = cpu_window(live, http, server_id, args.page_seconds, chromium())
                 busy = page.evaluate("[window.__busy, window.__longest, "
                                      "(Date.now() - window.__since)]")
                 lags = page.evaluate("window.__lags")  # in the order they were painted
@@ -312,6 +346,10 @@ def report(res: dict) -> str:
         ["requests served (nominal 10/s per agent)", f"{a['requests_per_s']:.0f}/s",
          f"{b['requests_per_s']:.0f}/s"],
         ["dashboard CPU, % of one core", f"{a['cpu_pct']:.1f}", f"{b['cpu_pct']:.1f}"],
+        ["dashboard waiting for a CPU, % of the time", f"{a['dashboard_wait_pct']:.0f}",
+         f"{b['dashboard_wait_pct']:.0f}"],
+        ["Chromium (all its processes): CPU | waiting for a CPU, % of one core", "",
+         f"{b['browser_cpu_pct']:.0f} | {b['browser_wait_pct']:.0f}"],
         ["remote event → /api/events watcher", lag(a["event_lag"]), lag(b["event_lag"])],
         ["remote reply's arrival on its agent → row on the page", "",
          lag(b["row"]) + f", max {b['row']['max_ms']:.0f} ms"],

@@ -160,8 +160,8 @@ def summary(results: dict) -> list[list]:
         a, b = fleet["no_page"], fleet["with_page"]
         n = fleet["agents"]
         row = b["row"]
-        rows.append(["fleet", f"page row p50/p99: a remote reply's arrival on its agent to its "
-                     f"row ({n} agents, a client each at 10/s)",
+        rows.append(["fleet", f"page row p50/p99: remote reply on its agent to its row, {n} "
+                     "agents x 10/s",
                      f"{row['p50_ms']:.0f} / {row['p99_ms']:.0f} ms ({row['n']:,} rows)",
                      "p99 <= 100 ms", verdict(row["n"] > 0 and row["p99_ms"] <= 100)])
         rows.append(["fleet", "start a worker on a remote machine p50/p99 (API)",
