@@ -22,7 +22,7 @@ Measures, in this order:
    time-zone difference between udplab and Chromium cancels). The page lists at most 50 rows
    per 50 ms flush (counters stay exact), so only the rows shown are timed;
 5. `--rounds` more servers started and removed on one remote machine (start p50/p99 counts
-   these and the 40 clients), with the page still open.
+   these and the 40 clients), with the page still open, for at most 20 s.
 A screenshot of the page at 1280x720 and the Machines panel's size are kept in
 bench/build/ (does the panel of 40 machines fit a projector?).
 
@@ -53,6 +53,7 @@ NATS_SERVER = "/usr/sbin/nats-server"
 SERVER_PORT = 1099
 WARMUP = 2.0  # seconds of the page before its rows are timed (a fresh page compiles its code)
 MAX_WATCH = 600.0  # seconds a watcher thread may live, whatever happens
+ROUNDS_MAX_S = 20.0  # the extra starts stop after this long (a loaded machine answers slowly)
 
 # Stamps each new row of a remote worker's `reply` in the animation frame after it is added.
 ROWS = """() => {
@@ -110,6 +111,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def progress(text: str) -> None:
+    """A line on stderr saying where the benchmark is (a run past its time limit shows
+    where it was)."""
+    print(f"fleet: {text} (load {load()})", file=sys.stderr, flush=True)
 
 
 def load() -> str:
@@ -264,6 +271,7 @@ def measure(args, live, http, names, agents, directory) -> dict:
         raise SystemExit(f"fleet: not every agent said hello within 90 s (ended: {dead}) "
                          f"{first}")
     up_s = time.monotonic() - t_up
+    progress(f"{len(names)} agents up in {up_s:.1f} s")
     time.sleep(3)  # settle: imports done, first hellos sent
     idle = [rss_kib(a.pid) / 1024 for a in agents]
     server = http.post("/api/workers", json={"kind": "server", "host": "127.0.0.1",
@@ -284,7 +292,9 @@ def measure(args, live, http, names, agents, directory) -> dict:
     try:
         time.sleep(0.5)
         watcher.window()
+        progress(f"{len(names)} clients started; {args.seconds:g} s without the page")
         no_page = cpu_window(live, http, server_id, args.seconds)
+        progress("opening the page in Chromium")
         no_page.update(event_lag=stats(watcher.window()))
         BUILD.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as pw:
@@ -294,6 +304,7 @@ def measure(args, live, http, names, agents, directory) -> dict:
                 time.sleep(WARMUP)
                 page.evaluate(ROWS)  # forget the warm-up's rows
                 watcher.window()
+                progress(f"page live after {load_ms / 1000:.1f} s; {args.page_seconds:g} s with it")
                 with_page = cpu_window(live, http, server_id, args.page_seconds, chromium())
                 busy = page.evaluate("[window.__busy, window.__longest, "
                                      "(Date.now() - window.__since)]")
@@ -311,7 +322,12 @@ def measure(args, live, http, names, agents, directory) -> dict:
                 if panel:
                     page.locator("#machines-panel").scroll_into_view_if_needed()
                     page.screenshot(path=str(BUILD / "fleet-machines.png"))
+                progress("page window measured; starting and removing servers on "
+                         f"{names[-1]}")
+                rounds_until = time.monotonic() + ROUNDS_MAX_S
                 for _ in range(args.rounds):
+                    if time.monotonic() > rounds_until:
+                        break
                     t = time.perf_counter()
                     started = http.post("/api/workers", json={"machine": names[-1],
                                                               "kind": "server", "port": 0})
