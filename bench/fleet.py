@@ -221,7 +221,7 @@ def run(args) -> dict:
                          "Debian's nats-server package)")
     names = [f"m{i:02d}" for i in range(1, args.agents + 1)]
     directory = Path(tempfile.mkdtemp(prefix="udplab-fleet-bench-"))
-    nats = live = watcher = None
+    nats = live = None
     agents: list[subprocess.Popen] = []
     try:
         port = free_port()
