@@ -77,7 +77,8 @@ class Cap:
     agent_help: str | None = SAME  # the agent's --help line; None: the flag alone
 
 
-CAPS = {cap.flag: cap for cap in (
+# Every cap flag, in the order the dashboard's --help lists its limits.
+CAPS: dict[str, Cap] = {cap.flag: cap for cap in (
     Cap("--allow-limited-broadcast",
         "allow sending to 255.255.255.255, which reaches every host on every LAN this "
         "machine is attached to (refused by default)",
