@@ -9,8 +9,14 @@ import socket
 import sys
 from pathlib import Path
 
+from webapp.capflags import CAPS, add_caps
+from webapp.capflags import connections, count, network, seconds, size  # noqa: F401 (once here)
 from webapp.engine.history import default_data_dir
 from webapp.engine.interfaces import ipv4_addresses
+
+# Caps --help shows among the general options; every other one of webapp/capflags.py's table
+# is under "limits", in the table's order.
+GENERAL_CAPS = ("--allow-limited-broadcast", "--events-per-second")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -26,19 +32,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="another name the dashboard may be reached by (Host header), "
                         "such as the lab machine's DNS name; repeatable")
-    parser.add_argument("--allow-limited-broadcast", action="store_true",
-                        help="allow sending to 255.255.255.255, which reaches every host on "
-                        "every LAN this machine is attached to (refused by default)")
+    add_caps(parser, ["--allow-limited-broadcast"])
     parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                         help="where the history database lives (default "
                         "$XDG_DATA_HOME/udplab, else ~/.local/share/udplab)")
     parser.add_argument("--history-events", type=int, default=10_000, metavar="N",
                         help="events kept per worker in the history, the newest "
                         "(default 10000; the count of older ones is kept)")
-    parser.add_argument("--events-per-second", type=count, default=1000, metavar="N",
-                        help="datagrams each worker shows one by one (rows, history) per "
-                        "second; beyond that a busy worker counts them and says how many it "
-                        "did not show (default 1000; 0 shows every one)")
+    add_caps(parser, ["--events-per-second"])
     fleet = parser.add_argument_group("several machines (see README; udplab fleet init)")
     fleet.add_argument("--nats", default=None, metavar="URL",
                        help="join a fleet of lab machines through nats-server at URL "
@@ -46,107 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     fleet.add_argument("--creds", type=Path, default=None, metavar="FILE",
                        help="the dashboard's credentials file (dashboard.creds)")
     limits = parser.add_argument_group("limits (see README: exposing it on a LAN)")
-    limits.add_argument("--allow-net", action="append", default=[], metavar="CIDR",
-                        type=network, help="a real network workers may send to, such as "
-                        "192.168.1.0/24 (repeatable; loopback and the virtual LAN are always "
-                        "allowed)")
-    limits.add_argument("--max-multicast-ttl", type=count, default=1, metavar="N",
-                        help="the TTL groups may be sent with towards a real network "
-                        "(default 1: no router forwards them; loopback and the lab are "
-                        "not capped)")
-    limits.add_argument("--worker-rate", type=float, default=1000.0, metavar="N",
-                        help="datagrams/s per sending worker towards real networks "
-                        "(default 1000)")
-    limits.add_argument("--worker-bytes", type=float, default=1_000_000.0, metavar="B",
-                        help="bytes/s per sending worker towards real networks "
-                        "(default 1000000)")
-    limits.add_argument("--app-factor", type=float, default=10.0, metavar="X",
-                        help="the whole app may send X times one worker's caps (default 10)")
-    limits.add_argument("--allow-amplification", action="store_true",
-                        help="let servers answer real networks with more bytes than they got")
-    limits.add_argument("--replies-per-source", type=float, default=100.0, metavar="N",
-                        help="replies/s a server sends one source on a real network "
-                        "(default 100)")
-    limits.add_argument("--max-workers", type=int, default=64, metavar="N",
-                        help="live workers at once (default 64)")
-    limits.add_argument("--max-watchers", type=int, default=16, metavar="N",
-                        help="WebSocket watchers with the token at once (default 16)")
-    limits.add_argument("--max-viewers", type=count, default=150, metavar="N",
-                        help="read-only viewers' WebSocket watchers at once, counted apart "
-                        "from the token's (default 150: a class of 100 and some spare)")
-    limits.add_argument("--max-watchers-per-address", type=count, default=8, metavar="N",
-                        help="WebSocket watchers of both kinds from one client address "
-                        "(default 8; 0: no per-address limit)")
-    limits.add_argument("--keep-ended", type=count, default=200, metavar="N",
-                        help="ended workers kept on the dashboard, the newest; older ones "
-                        "are cleared from it, the History page keeps them all (default 200)")
-    limits.add_argument("--max-token-failures", type=count, default=10, metavar="N",
-                        help="wrong tokens per client address per minute; past it that "
-                        "address's tokens wait in a slow lane (default 10; each wrong one is "
-                        "answered more slowly; a right token always gets in; 0 turns this off)")
-    limits.add_argument("--max-token-failures-total", type=count, default=100, metavar="N",
-                        help="wrong tokens per minute from all addresses together; past it "
-                        "every address that has not shown the right token lately waits in "
-                        "the slow lane (default 100; 0: no app-wide budget)")
-    limits.add_argument("--max-body", type=size, default=512 * 1024, metavar="BYTES",
-                        help="largest request body, refused with 413 (default 524288, 512 KiB)")
-    limits.add_argument("--max-import", type=size, default=32 * 2**20, metavar="BYTES",
-                        help="largest history import, refused with 413 "
-                        "(default 33554432, 32 MiB)")
-    limits.add_argument("--header-timeout", type=seconds, default=10.0, metavar="S",
-                        help="seconds a connection may take to send a request's headers "
-                        "before it is closed (default 10)")
-    limits.add_argument("--max-connections", type=connections, default=256, metavar="N",
-                        help="open HTTP connections; past it the one idle longest is closed "
-                        "(default 256)")
+    add_caps(limits, [flag for flag in CAPS if flag not in GENERAL_CAPS])
     return parser.parse_args(argv)
-
-
-def count(text: str) -> int:
-    """A whole number, 0 or more (for argparse)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
-    return value
-
-
-def size(text: str) -> int:
-    """A byte count of at least 1 KiB (for argparse)."""
-    value = count(text)
-    if value < 1024:
-        raise argparse.ArgumentTypeError(f"{text!r} is too small: give at least 1024 bytes")
-    return value
-
-
-def seconds(text: str) -> float:
-    """A duration of more than 0 seconds (for argparse)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return value
-
-
-def connections(text: str) -> int:
-    """A connection cap a browser can live with: at least 16 (for argparse)."""
-    value = count(text)
-    if value < 16:
-        raise argparse.ArgumentTypeError(f"{text!r} is too few: give at least 16 connections")
-    return value
-
-
-def network(text: str) -> str:
-    """argparse type: a CIDR network, checked."""
-    try:
-        return str(ipaddress.ip_network(text, strict=False))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a network: write it like 192.168.1.0/24") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from dashboard import focus_page, mark_recipe_panel, new_run, start_recipe
 from live import start_server, stop_and_check
 from playwright.sync_api import expect
 
@@ -101,20 +102,6 @@ def open_dashboard(page, server) -> list[str]:
     return reports
 
 
-def mark_recipe_panel(page) -> None:
-    """Mark the shown run: the next run's steps arrive as a new #recipe-run element."""
-    page.evaluate("document.getElementById('recipe-run').dataset.old = 'yes'")
-
-
-def new_run(page):
-    return page.locator("#recipe-run:not([data-old])")
-
-
-def focus_page(page) -> None:
-    """Move the focus off any form field, as a teacher clicking on the page would."""
-    page.locator("header.top h1").click()
-
-
 @pytest.fixture
 def own_server(tmp_path):
     """A udplab of this test's own: its Clear and S keys touch no other test's workers."""
@@ -146,11 +133,7 @@ def test_every_recipe_plays_from_the_panel(page, live, name, tmp_path, request):
     options = form.locator("select[name=name] option")
     expect(options).to_have_count(len(NAMES))
     expect(options.filter(has_text=re.compile(f"^{re.escape(recipe['title'])}$"))).to_have_count(1)
-    mark_recipe_panel(page)
-    form.locator("select[name=name]").select_option(name)
-    form.get_by_role("button", name="Play").click()
-
-    run = new_run(page)
+    run = start_recipe(page, name, "Play")
     status = run.locator(".recipe-status")
     expect(status).to_contain_text(ALL_MATCHED,
                                    timeout=LAB_WAIT if recipe.get("lab") else RECIPE_WAIT)
@@ -177,12 +160,7 @@ def test_step_by_step_with_the_n_key_and_the_next_button(page, live):
     recipe = recipe_file(name)
     total = len(recipe["steps"])
     reports = open_dashboard(page, live)
-    mark_recipe_panel(page)
-    form = page.locator("#recipe-form")
-    form.locator("select[name=name]").select_option(name)
-    form.get_by_role("button", name="Step by step").click()
-
-    run = new_run(page)
+    run = start_recipe(page, name)
     status = run.locator(".recipe-status")
     expect(status).to_contain_text(f"Step 1 of {total} done.")
     expect(run.locator("h3")).to_contain_text(recipe["title"])

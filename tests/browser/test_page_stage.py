@@ -10,12 +10,10 @@ seconds; the keyboard reaches Start server in two keys. No console error, no CSP
 import re
 
 import pytest
+from dashboard import focus_page, start_recipe
 from playwright.sync_api import expect
 from test_page_recipes import (
     assert_clean,
-    focus_page,
-    mark_recipe_panel,
-    new_run,
     open_dashboard,
     own_server,  # noqa: F401  (a fixture: a udplab of this test's own)
     recipe_file,
@@ -93,11 +91,7 @@ def test_each_step_of_a_recipe_stays_on_screen(page, own_server, width, height, 
         page.keyboard.press("p")
         expect(page.locator("body")).to_have_class(re.compile(r"\bpresent\b"))
     total = len(recipe_file(RECIPE)["steps"])
-    mark_recipe_panel(page)
-    form = page.locator("#recipe-form")
-    form.locator("select[name=name]").select_option(RECIPE)
-    form.get_by_role("button", name="Step by step").click()
-    run = new_run(page)
+    run = start_recipe(page, RECIPE)
     status = run.locator(".recipe-status")
     expect(status).to_contain_text(f"Step 1 of {total} done.")
     for number in range(1, total + 1):  # bounded: one Next per step

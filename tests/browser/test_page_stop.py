@@ -5,15 +5,12 @@ under the pointer while a worker runs.
 Before the fix the card was re-drawn under the pointer every flush: press and release landed
 on different elements and the click never happened."""
 
-import time
-
 import pytest
-from dashboard import open_dashboard, unique
+from dashboard import flooding, open_dashboard, press, press_at, unique, wait_busy
 from own_server import own  # noqa: F401 (a fixture)
 from playwright.sync_api import expect
 
 ROUNDS = 5
-HOLD_MS = 120
 
 BUSY = {
     # what the issue measured: 0 stops in 8, 0 in 4, 0 in 5 and 4 in 6
@@ -22,28 +19,6 @@ BUSY = {
     "client-20-per-second": dict(kind="client", count=1_000_000, interval=0.05),
     "book-client-1-per-second": dict(kind="client", count=1_000, interval=1.0),
 }
-
-
-def press(page, locator) -> dict:
-    """A person's click: pointer on the element's centre, down, 120 ms, up."""
-    locator.scroll_into_view_if_needed()
-    box = locator.bounding_box()
-    assert box is not None, "the button is not on screen"
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    page.wait_for_timeout(HOLD_MS)
-    page.mouse.up()
-    return box
-
-
-def wait_busy(page, card, counter: str, timeout: float = 5.0) -> None:
-    """Until the card's counter has changed at least twice on screen: the card is updating."""
-    cell = card.locator(f"[data-counter={counter}]")
-    seen, deadline = set(), time.monotonic() + timeout
-    while len(seen) < 3:
-        seen.add(cell.text_content())
-        assert time.monotonic() < deadline, f"{counter} never moved: {seen}"
-        page.wait_for_timeout(50)
 
 
 @pytest.mark.parametrize("busy", list(BUSY))
@@ -86,53 +61,33 @@ def test_one_press_stops_a_busy_worker(page, own, busy):
 def test_double_click_on_stop_opens_nothing(page, own):
     """The second click of a double click lands where Stop was: nothing else is there."""
     open_dashboard(page, own)
-    with own.client() as api:
-        server = api.start(kind="server", name=unique("dbl-target"), port=0)
-        try:
-            name = unique("dbl-flood")
-            api.start(name=name, kind="client", port=server["local"][1], count=1_000_000,
-                      interval=0)
-            card = page.locator(f"#worker-{name}")
-            wait_busy(page, card, "sent")
-            url = page.url
-            box = press(page, card.get_by_role("button", name="Stop"))
-            page.wait_for_timeout(300)  # the card now says stopped
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.mouse.down()
-            page.mouse.up()
-            expect(card.locator(".state")).to_have_text("stopped")
-            page.wait_for_timeout(300)
-            assert page.url == url  # not on the raw JSON of the events
-            expect(card).to_be_visible()  # not removed either
-        finally:
-            api.stop_started()
+    with own.client() as api, flooding(page, api, "dbl") as (_, card):
+        wait_busy(page, card, "sent")
+        url = page.url
+        box = press(page, card.get_by_role("button", name="Stop"))
+        page.wait_for_timeout(300)  # the card now says stopped
+        press_at(page, box, hold_ms=0)
+        expect(card.locator(".state")).to_have_text("stopped")
+        page.wait_for_timeout(300)
+        assert page.url == url  # not on the raw JSON of the events
+        expect(card).to_be_visible()  # not removed either
     assert page.console_errors == []
 
 
 def test_a_card_keeps_its_elements_while_it_updates(page, own):
     """Morphed, not replaced: the Stop button and the card are the same nodes after updates."""
     open_dashboard(page, own)
-    with own.client() as api:
-        server = api.start(kind="server", name=unique("keep-target"), port=0)
-        try:
-            name = unique("keep-flood")
-            api.start(name=name, kind="client", port=server["local"][1], count=1_000_000,
-                      interval=0)
-            card = page.locator(f"#worker-{name}")
-            expect(card.locator(".state")).to_have_text("running")
-            page.evaluate("""(id) => { window.keptCard = document.getElementById(id);
-                window.keptStop = window.keptCard.querySelector('button.stop'); }""",
-                          f"worker-{name}")
-            wait_busy(page, card, "sent")
-            kept = page.evaluate("""(id) => window.keptCard === document.getElementById(id)
-                && window.keptStop === window.keptCard.querySelector('button.stop')
-                && window.keptStop.isConnected""", f"worker-{name}")
-            assert kept, "the card or its Stop button was replaced while the worker ran"
-        finally:
-            api.stop_started()
+    with own.client() as api, flooding(page, api, "keep") as (name, card):
+        expect(card.locator(".state")).to_have_text("running")
+        page.evaluate("""(id) => { window.keptCard = document.getElementById(id);
+            window.keptStop = window.keptCard.querySelector('button.stop'); }""",
+                      f"worker-{name}")
+        wait_busy(page, card, "sent")
+        kept = page.evaluate("""(id) => window.keptCard === document.getElementById(id)
+            && window.keptStop === window.keptCard.querySelector('button.stop')
+            && window.keptStop.isConnected""", f"worker-{name}")
+        assert kept, "the card or its Stop button was replaced while the worker ran"
     assert page.console_errors == []
-
-
 
 
 def test_no_stop_button_moves_while_a_client_runs(page, own):

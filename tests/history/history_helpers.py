@@ -5,7 +5,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from live import LiveServer, start_server
+import httpx
+from live import LiveServer, start_server, stop_and_check
+
 
 def start_with_data(workdir: Path, data_dir: Path, *extra: str) -> LiveServer:
     """A real udplab whose history lives in `data_dir`."""
@@ -24,6 +26,20 @@ def exchange(http, *, count: int = 3, message: str = "hello history") -> tuple[d
         time.sleep(0.02)
     http.delete(f"/api/workers/{server['id']}")
     return server, client
+
+
+def visit_and_stop(server: LiveServer) -> tuple[httpx.Response, httpx.Response, dict]:
+    """GET /api/history and /history, and start a server worker (the rest of the app works
+    whatever the history's state); then `server` is stopped and checked."""
+    try:
+        with server.client() as http:
+            api = http.get("/api/history")
+            page = http.get("/history")
+            worker = http.start(kind="server", host="127.0.0.1", port=0)
+            http.stop_started()
+    finally:
+        stop_and_check(server)
+    return api, page, worker
 
 
 def find(history: dict, worker_id: str) -> dict:

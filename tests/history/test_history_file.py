@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from history_helpers import exchange, find, start_with_data
+from history_helpers import exchange, find, start_with_data, visit_and_stop
 from live import start_server, stop_and_check
 from webapp.engine.history import FILENAME, HistoryInUse, HistoryStore, WorkerRecord
 
@@ -149,14 +149,7 @@ def test_a_read_only_file_is_called_read_only(tmp_path, data_dir):
                  str(path))
     server = start_server(tmp_path / "ro", args=("--data-dir", str(data_dir)),
                           wrapper=read_only)
-    try:
-        with server.client() as http:
-            api = http.get("/api/history")
-            page = http.get("/history")
-            worker = http.start(kind="server", host="127.0.0.1", port=0)  # the rest works
-            http.stop_started()
-    finally:
-        stop_and_check(server)
+    api, page, worker = visit_and_stop(server)
     error = api.json()["error"]
     assert api.status_code == 503 and f"{path} is read-only" in error
     assert f"chmod u+w {path}" in error and "--data-dir" in error

@@ -8,7 +8,7 @@ import signal
 import sqlite3
 import time
 
-from history_helpers import exchange, find, start_with_data, tshark_fields
+from history_helpers import exchange, find, start_with_data, tshark_fields, visit_and_stop
 from live import stop_and_check
 from webapp.engine.history.datagrams import DATAGRAM_TYPES
 from webapp.engine.history.export import CSV_COLUMNS
@@ -210,14 +210,7 @@ def test_a_newer_database_leaves_history_off_with_a_warning(tmp_path, data_dir):
     db.commit()
     db.close()
     server = start_with_data(tmp_path / "newer", data_dir)
-    try:
-        with server.client() as http:
-            api = http.get("/api/history")
-            page = http.get("/history")
-            worker = http.start(kind="server", host="127.0.0.1", port=0)  # the rest works
-            http.stop_started()
-    finally:
-        stop_and_check(server)
+    api, page, worker = visit_and_stop(server)
     assert api.status_code == 503 and str(path) in api.json()["error"]
     assert "--data-dir" in api.json()["error"]
     assert page.status_code == 503 and "newer than this UDP Lab" in page.text

@@ -11,10 +11,15 @@ import os
 import shutil
 import subprocess
 
+from contextlib import asynccontextmanager
+
 import pytest
 
 from live import LiveServer, start_server, stop_and_check
+from webapp.engine import Supervisor
 from webapp.engine import lab as lab_module
+
+LAB_NAMESPACES = 6  # h1 to h4, the router and the switch: one namespace each
 
 
 class Kernel:
@@ -67,6 +72,22 @@ def lab_admin(kernel) -> None:
     if not lab_module.can_build():
         pytest.skip("the virtual LAN needs CAP_NET_ADMIN (run the tests as root, as CI "
                     "does): " + lab_module.NEEDS_ADMIN)
+
+
+@pytest.fixture
+def built_lab(kernel, lab_admin):
+    """`async with built_lab() as sup`: a supervisor with its lab built, every namespace of
+    it there; after the `async with` none of them may remain."""
+    @asynccontextmanager
+    async def built():
+        async with Supervisor() as sup:
+            await sup.build_lab()
+            prefix = sup.lab.prefix
+            assert len(kernel.namespaces(prefix)) == LAB_NAMESPACES
+            yield sup
+        assert kernel.namespaces(prefix) == [], "leaving `async with` must tear the lab down"
+
+    return built
 
 
 @pytest.fixture(autouse=True)

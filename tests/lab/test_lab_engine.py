@@ -17,7 +17,6 @@ import re
 import socket
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -41,23 +40,6 @@ HOSTS = {  # name: (address, broadcast, mtu, subnet)
 }
 NODES = ("h1", "h2", "h3", "h4", "router", "switch")
 SIOCGSKNS = 0x894C  # linux/sockios.h: a file descriptor of the socket's network namespace
-
-
-
-
-
-
-
-
-@asynccontextmanager
-async def lab_supervisor(kernel):
-    """A supervisor with its lab built; afterwards no namespace of that lab may remain."""
-    async with Supervisor() as sup:
-        await sup.build_lab()
-        prefix = sup.lab.prefix
-        assert len(kernel.namespaces(prefix)) == len(NODES)
-        yield sup
-    assert kernel.namespaces(prefix) == [], "leaving `async with` must tear the lab down"
 
 
 def addresses(kernel, namespace: str) -> dict[str, dict]:
@@ -302,8 +284,8 @@ def test_socket_in_an_unknown_namespace_raises_in_the_caller(kernel):
 
 # --- workers on the lab ---------------------------------------------------------------------
 
-async def test_client_on_h1_and_server_on_h2_exchange(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_client_on_h1_and_server_on_h2_exchange(built_lab):
+    async with built_lab() as sup:
         server = await sup.start({"kind": "server", "where": "h2", "host": "0.0.0.0",
                                   "port": 1060})
         client = await sup.start({"kind": "client", "where": "h1", "host": "198.18.1.3",
@@ -322,10 +304,10 @@ async def test_client_on_h1_and_server_on_h2_exchange(kernel):
         assert client.to_dict()["where"] == "h1"
 
 
-async def test_a_lab_host_does_not_see_the_machines_loopback(kernel):
+async def test_a_lab_host_does_not_see_the_machines_loopback(built_lab):
     """h1's 127.0.0.1 is h1's own: a server on the machine's loopback hears nothing from a
     client on h1 that sends to 127.0.0.1 (the datagram stays on h1's loopback)."""
-    async with lab_supervisor(kernel) as sup:
+    async with built_lab() as sup:
         here = await sup.start({"kind": "server", "host": "127.0.0.1", "port": 0})
         port = here.local[1]
         client = await sup.start({"kind": "client", "where": "h1", "host": "127.0.0.1",
@@ -337,8 +319,8 @@ async def test_a_lab_host_does_not_see_the_machines_loopback(kernel):
         assert of_type(here, "received") == []
 
 
-async def test_broadcast_from_h1_reaches_h2_and_h3_not_h4(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_broadcast_from_h1_reaches_h2_and_h3_not_h4(built_lab):
+    async with built_lab() as sup:
         listeners = {host: await sup.start({"kind": "listener", "where": host,
                                             "host": "0.0.0.0", "port": 1070,
                                             "name": f"ear-{host}"})
@@ -356,8 +338,8 @@ async def test_broadcast_from_h1_reaches_h2_and_h3_not_h4(kernel):
         assert of_type(listeners["h4"], "received") == []
 
 
-async def test_mtu_probe_learns_the_smaller_mtu_from_the_router(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_mtu_probe_learns_the_smaller_mtu_from_the_router(built_lab):
+    async with built_lab() as sup:
         listener = await sup.start({"kind": "listener", "where": "h4", "host": "0.0.0.0",
                                     "port": 1080})
         probe = await sup.start({"kind": "mtu-probe", "where": "h1", "host": "198.18.2.4",
@@ -376,8 +358,8 @@ async def test_mtu_probe_learns_the_smaller_mtu_from_the_router(kernel):
         assert max(sizes) == 1252, sizes  # nothing bigger crossed the 1280-byte link
 
 
-async def test_binding_to_loopback_on_h2_is_unreachable_from_h1(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_binding_to_loopback_on_h2_is_unreachable_from_h1(built_lab):
+    async with built_lab() as sup:
         local_only = await sup.start({"kind": "server", "where": "h2", "host": "127.0.0.1",
                                       "port": 1090})
         client = await sup.start({"kind": "client", "where": "h1", "host": "198.18.1.3",
@@ -428,8 +410,8 @@ async def test_where_must_name_a_lab_host(kernel):
     assert kernel.namespaces(prefix) == []
 
 
-async def test_teardown_lab_stops_the_workers_on_the_lab_only(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_teardown_lab_stops_the_workers_on_the_lab_only(kernel, built_lab):
+    async with built_lab() as sup:
         on_h2 = await sup.start({"kind": "server", "where": "h2", "host": "0.0.0.0",
                                  "port": 1060})
         on_h3 = await sup.start({"kind": "listener", "where": "h3", "port": 1070})
@@ -461,8 +443,8 @@ async def test_leaving_the_supervisor_tears_the_lab_down(kernel):
     assert worker.state == "stopped"
 
 
-async def test_build_lab_twice_is_a_conflict(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_build_lab_twice_is_a_conflict(built_lab):
+    async with built_lab() as sup:
         with pytest.raises(Conflict):
             await sup.build_lab()
         assert sup.lab.built
@@ -471,8 +453,8 @@ async def test_build_lab_twice_is_a_conflict(kernel):
 # --- the one-click scenarios ----------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["exchange", "broadcast", "mtu", "binding"])
-async def test_scenario_every_step_ok(kernel, name):
-    async with lab_supervisor(kernel) as sup:
+async def test_scenario_every_step_ok(built_lab, name):
+    async with built_lab() as sup:
         run = await LabScenarios(sup).run(name)
         assert run["scenario"] == name and run["about"] == SCENARIOS[name]
         assert run["steps"], run
@@ -481,8 +463,8 @@ async def test_scenario_every_step_ok(kernel, name):
         assert sup.workers == {}  # the scenario removed the workers it started
 
 
-async def test_scenario_steps_say_what_the_book_says(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_scenario_steps_say_what_the_book_says(built_lab):
+    async with built_lab() as sup:
         scenarios = LabScenarios(sup)
         exchange = await scenarios.run("exchange")
         assert "198.18.1.2" in exchange["steps"][0]["outcome"]
@@ -498,10 +480,10 @@ async def test_scenario_steps_say_what_the_book_says(kernel):
         assert binding["steps"][0]["outcome"] == "Connection refused"
 
 
-async def test_every_scenario_can_be_run_again(kernel):
+async def test_every_scenario_can_be_run_again(kernel, built_lab):
     """A second click tells the same story: in particular the MTU probe must again start
     from h1's own link (1500), not from the path MTU the kernel cached the first time."""
-    async with lab_supervisor(kernel) as sup:
+    async with built_lab() as sup:
         scenarios = LabScenarios(sup)
         for name in ("exchange", "broadcast", "mtu", "binding"):
             first = await scenarios.run(name)

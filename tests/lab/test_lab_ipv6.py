@@ -8,12 +8,11 @@ stays inside them: 2001:2::/48 and the lab's fe80:: addresses exist nowhere else
 
 import subprocess
 import time
-from contextlib import asynccontextmanager
 
 import pytest
 
 from waiting import ended, of_type, until
-from webapp.engine import BadSpec, Supervisor
+from webapp.engine import BadSpec
 from webapp.engine.lab.scenarios import LabScenarios
 
 pytestmark = pytest.mark.usefixtures("lab_admin")
@@ -22,23 +21,13 @@ ADDRESS6 = {"h1": "2001:2:0:1::2", "h2": "2001:2:0:1::3", "h3": "2001:2:0:1::4",
             "h4": "2001:2:0:2::4"}
 
 
-@asynccontextmanager
-async def lab_supervisor(kernel):
-    """A supervisor with its lab built; afterwards none of its namespaces may remain."""
-    async with Supervisor() as sup:
-        await sup.build_lab()
-        prefix = sup.lab.prefix
-        yield sup
-    assert kernel.namespaces(prefix) == []
-
-
 def sysctl(namespace: str, name: str) -> str:
     return subprocess.run(["ip", "netns", "exec", namespace, "sysctl", "-n", name],
                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
 
 
-async def test_every_host_has_address6_and_the_kernel_agrees(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_every_host_has_address6_and_the_kernel_agrees(kernel, built_lab):
+    async with built_lab() as sup:
         described = sup.lab.to_dict()
         for host in described["hosts"]:
             assert host["address6"] == ADDRESS6[host["name"]]
@@ -61,8 +50,8 @@ async def test_every_host_has_address6_and_the_kernel_agrees(kernel):
             {"name": "far", "network": "2001:2:0:2::/64", "mtu": 1280}]
 
 
-async def test_h1_reaches_h4_over_ipv6_through_the_router(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_h1_reaches_h4_over_ipv6_through_the_router(built_lab):
+    async with built_lab() as sup:
         server = await sup.start({"kind": "server", "where": "h4", "host": "::", "port": 1060})
         client = await sup.start({"kind": "client", "where": "h1", "host": ADDRESS6["h4"],
                                   "port": 1060, "mode": "check-address", "timeout": 0.5})
@@ -73,8 +62,8 @@ async def test_h1_reaches_h4_over_ipv6_through_the_router(kernel):
         assert of_type(client, "bound")[0].family == "ipv6"
 
 
-async def test_link_local_needs_a_scope_and_works_with_one(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_link_local_needs_a_scope_and_works_with_one(built_lab):
+    async with built_lab() as sup:
         h2 = sup.lab.host("h2")
         bare = h2.link_local.split("%")[0]
         server = await sup.start({"kind": "server", "where": "h2", "host": "::", "port": 1061})
@@ -98,8 +87,8 @@ async def test_link_local_needs_a_scope_and_works_with_one(kernel):
         assert scoped.local[0].split("%")[0] == bare
 
 
-async def test_ipv6_path_mtu_h1_to_h4_is_1280_through_packet_too_big(kernel):
-    async with lab_supervisor(kernel) as sup:
+async def test_ipv6_path_mtu_h1_to_h4_is_1280_through_packet_too_big(built_lab):
+    async with built_lab() as sup:
         listener = await sup.start({"kind": "listener", "where": "h4", "host": "::",
                                     "port": 1080})
         probe = await sup.start({"kind": "mtu-probe", "where": "h1", "host": ADDRESS6["h4"],
@@ -118,8 +107,8 @@ async def test_ipv6_path_mtu_h1_to_h4_is_1280_through_packet_too_big(kernel):
 
 
 @pytest.mark.parametrize("name", ["ipv6", "mtu6"])
-async def test_ipv6_scenarios_every_step_ok(kernel, name):
-    async with lab_supervisor(kernel) as sup:
+async def test_ipv6_scenarios_every_step_ok(built_lab, name):
+    async with built_lab() as sup:
         for _ in range(2):  # and again: the learned path MTU is forgotten first
             outcome = await LabScenarios(sup).run(name)
             assert outcome["steps"] and all(s["ok"] for s in outcome["steps"]), outcome

@@ -4,30 +4,18 @@ and IPv6's all-nodes group ff02::1. Traffic stays inside the lab's namespaces.""
 
 import asyncio
 import json
-from contextlib import asynccontextmanager
 
 import pytest
 
 from waiting import ended, of_type
-from webapp.engine import Supervisor
 from webapp.engine.lab.scenarios import SCENARIOS, LabScenarios
 
 pytestmark = pytest.mark.usefixtures("lab_admin")
 MULTICAST_SCENARIOS = ("multicast", "ssm", "snooping", "all-nodes")
 
 
-@asynccontextmanager
-async def built(kernel):
-    """A supervisor with its lab built, and no namespace of it left afterwards."""
-    async with Supervisor() as sup:
-        await sup.build_lab()
-        prefix = sup.lab.prefix
-        yield sup
-    assert kernel.namespaces(prefix) == []
-
-
-async def test_ttl_1_and_5_reach_h2_and_h3_not_h4_and_loop_off_spares_h1(kernel):
-    async with built(kernel) as sup:
+async def test_ttl_1_and_5_reach_h2_and_h3_not_h4_and_loop_off_spares_h1(built_lab):
+    async with built_lab() as sup:
         members = {h: await sup.start({"kind": "listener", "where": h, "port": 1200,
                                        "join": ["239.9.9.9"], "name": f"m-{h}"})
                    for h in ("h1", "h2", "h3", "h4")}
@@ -46,8 +34,8 @@ async def test_ttl_1_and_5_reach_h2_and_h3_not_h4_and_loop_off_spares_h1(kernel)
         assert {e.peer[0] for e in heard} == {"198.18.1.2"}
 
 
-async def test_ssm_hears_its_source_only_and_the_kernel_holds_the_filter(kernel):
-    async with built(kernel) as sup:
+async def test_ssm_hears_its_source_only_and_the_kernel_holds_the_filter(kernel, built_lab):
+    async with built_lab() as sup:
         member = await sup.start({"kind": "listener", "where": "h2", "port": 1201,
                                   "join": ["232.1.2.3"], "sources": ["198.18.1.2"]})
         for host in ("h3", "h1"):
@@ -62,16 +50,16 @@ async def test_ssm_hears_its_source_only_and_the_kernel_holds_the_filter(kernel)
 
 
 @pytest.mark.parametrize("name", MULTICAST_SCENARIOS)
-async def test_multicast_scenarios_every_step_ok(kernel, name):
-    async with built(kernel) as sup:
+async def test_multicast_scenarios_every_step_ok(built_lab, name):
+    async with built_lab() as sup:
         run = await LabScenarios(sup).run(name)
         assert run["about"] == SCENARIOS[name]
         assert run["steps"] and all(s["ok"] and s["why"] for s in run["steps"]), run["steps"]
         assert sup.workers == {}
 
 
-async def test_snooping_scenario_outcomes_and_the_bridge_is_restored(kernel):
-    async with built(kernel) as sup:
+async def test_snooping_scenario_outcomes_and_the_bridge_is_restored(kernel, built_lab):
+    async with built_lab() as sup:
         switch = sup.lab.ns("switch")
         run = await LabScenarios(sup).run("snooping")
         outcomes = [s["outcome"] for s in run["steps"]]
@@ -84,8 +72,8 @@ async def test_snooping_scenario_outcomes_and_the_bridge_is_restored(kernel):
         assert data["mcast_query_response_intvl"] == 1000, data
 
 
-async def test_all_nodes_outcomes(kernel):
-    async with built(kernel) as sup:
+async def test_all_nodes_outcomes(built_lab):
+    async with built_lab() as sup:
         run = await LabScenarios(sup).run("all-nodes")
         assert [s["outcome"] for s in run["steps"]] == [
             "received it", "received it", "did not receive it"]
@@ -106,8 +94,8 @@ async def _send_when_ready(sup, spec: dict, tries: int = 20):
     pytest.fail("the link-local address never left DAD")
 
 
-async def test_ipv6_ssm_hears_its_link_local_source_only(kernel):
-    async with built(kernel) as sup:
+async def test_ipv6_ssm_hears_its_link_local_source_only(kernel, built_lab):
+    async with built_lab() as sup:
         h1 = next(a["local"] for a in kernel.json("-n", sup.lab.ns("h1"), "-6", "addr", "show",
                                                    "dev", "eth0")[0]["addr_info"]
                   if a["local"].startswith("fe80"))

@@ -134,6 +134,15 @@ def _message(field: str, value: Any) -> str | None:
 
 _SEED = _optional(_number(-(2**63), 2**63 - 1, integer=True))
 COMMON_RULES: dict[str, Callable[[str, Any], Any]] = {"where": _name}  # every kind takes these
+# Rules every kind lists: the worker's name, and the address it binds to or sends to.
+_ADDRESS: dict[str, Callable[[str, Any], Any]] = {"name": _name, "host": _host, "port": _port}
+# Rules of the senders that repeat one message (impostor, broadcast, multicast): which, how
+# many times, how far apart.
+_REPEATS: dict[str, Callable[[str, Any], Any]] = {
+    "message": _message,
+    "count": _number(1, 10_000, integer=True),
+    "interval": _number(0, 3600),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,9 +185,7 @@ class ServerSpec(Spec):
 
     kind: ClassVar[str] = "server"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "name": _name,
-        "host": _host,
-        "port": _port,
+        **_ADDRESS,
         "reply": _choice("length", "echo", "none"),
         "drop_rate": _number(0, 1),
         "seed": _SEED,
@@ -204,9 +211,7 @@ class ClientSpec(Spec):
 
     kind: ClassVar[str] = "client"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "name": _name,
-        "host": _host,
-        "port": _port,
+        **_ADDRESS,
         "mode": _choice(*CLIENT_MODES),
         "message": _message,
         "count": _number(1, 1_000_000, integer=True),
@@ -250,13 +255,9 @@ class SpooferSpec(Spec):
 
     kind: ClassVar[str] = "spoofer"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "name": _name,
-        "host": _host,
-        "port": _port,
+        **_ADDRESS,
         "target": _name,
-        "message": _message,
-        "count": _number(1, 10_000, integer=True),
-        "interval": _number(0, 3600),
+        **_REPEATS,
         "forge": _flag,
     }
     port: int | str | None = None  # no default: an impostor sent nowhere in particular
@@ -288,9 +289,7 @@ class StreamSpec(Spec):
 
     kind: ClassVar[str] = "stream"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "name": _name,
-        "host": _host,
-        "port": _port,
+        **_ADDRESS,
         "count": _number(1, 10_000_000, integer=True),
         "size": _number(28, _MAX_MESSAGE, integer=True),
         "rate": _number(1, 1_000_000),
@@ -369,7 +368,7 @@ class ListenerSpec(Spec):
 
     kind: ClassVar[str] = "listener"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "name": _name, "host": _host, "port": _port,
+        **_ADDRESS,
         "join": _addresses(multicast=True),
         "sources": _addresses(multicast=False),
         "interface": _interface,
@@ -388,11 +387,10 @@ class ListenerSpec(Spec):
             raise BadSpec("Sources filter a group's senders: give the group in 'join' too",
                           field="sources")
         _groups_need_family(self, self.join)
-        if self.sources and ":" in self.host and any(":" not in s for s in self.sources):
-            raise BadSpec("The sources of an IPv6 group must be IPv6 addresses",
-                          field="sources")
-        if self.sources and ":" not in self.host and any(":" in s for s in self.sources):
-            raise BadSpec("The sources of an IPv4 group must be IPv4 addresses",
+        v6 = ":" in self.host
+        if any((":" in source) != v6 for source in self.sources):
+            family = "IPv6" if v6 else "IPv4"
+            raise BadSpec(f"The sources of an {family} group must be {family} addresses",
                           field="sources")
 
 
@@ -402,12 +400,8 @@ class BroadcastSpec(Spec):
 
     kind: ClassVar[str] = "broadcast"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "name": _name,
-        "host": _host,
-        "port": _port,
-        "message": _message,
-        "count": _number(1, 10_000, integer=True),
-        "interval": _number(0, 3600),
+        **_ADDRESS,
+        **_REPEATS,
         "so_broadcast": _flag,
     }
     host: str = "127.255.255.255"  # loopback's broadcast address
@@ -423,16 +417,12 @@ class MulticastSpec(Spec):
 
     kind: ClassVar[str] = "multicast"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "name": _name,
-        "host": _host,
-        "port": _port,
+        **_ADDRESS,
         "ttl": _number(0, 255, integer=True),
         "loop": _flag,
         "interface": _interface,
         "bind": _literal,
-        "message": _message,
-        "count": _number(1, 10_000, integer=True),
-        "interval": _number(0, 3600),
+        **_REPEATS,
     }
     host: str = "239.255.0.1"  # a group of the organisation-local scope
     ttl: int = 1  # IP_MULTICAST_TTL: 1 = this link only
@@ -459,7 +449,7 @@ class MtuProbeSpec(Spec):
 
     kind: ClassVar[str] = "mtu-probe"
     rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "name": _name, "host": _host, "port": _port,
+        **_ADDRESS,
         "size": _number(1, 65507, integer=True),
     }
     size: int = 65000  # the book's big datagram

@@ -9,7 +9,14 @@ import signal
 import sys
 from pathlib import Path
 
+from webapp.capflags import add_caps
 from webapp.fleet.config import DEFAULT_LISTEN, Creds, FleetError, check_machine
+
+# The dashboard's caps an agent takes (webapp/capflags.py), read the same way: an agent's
+# flags bound what its workers may do and the dashboard cannot widen them.
+AGENT_CAPS = ("--allow-limited-broadcast", "--allow-net", "--worker-rate", "--worker-bytes",
+              "--app-factor", "--allow-amplification", "--replies-per-source", "--max-workers",
+              "--events-per-second")
 
 
 def init_parser(sub) -> None:
@@ -32,10 +39,6 @@ def init_parser(sub) -> None:
 
 
 def agent_parser(prog: str = "udplab agent") -> argparse.ArgumentParser:
-    # The caps are the dashboard's own options (webapp/cli.py), parsed the same way: an
-    # agent's flags bound what its workers may do and the dashboard cannot widen them.
-    from webapp.cli import count, network
-
     p = argparse.ArgumentParser(prog=prog, description="Run this machine's UDP Lab engine "
                                 "for a dashboard, over NATS (no HTTP port).")
     p.add_argument("--nats", default=None, metavar="URL",
@@ -46,22 +49,7 @@ def agent_parser(prog: str = "udplab agent") -> argparse.ArgumentParser:
                    help="this machine's credentials file from fleet init")
     p.add_argument("--tls-ca", default=None, metavar="FILE",
                    help="the CA that signed nats-server's certificate, if not a public one")
-    p.add_argument("--allow-limited-broadcast", action="store_true",
-                   help="allow sending to 255.255.255.255 (refused by default)")
-    p.add_argument("--allow-net", action="append", default=[], metavar="CIDR", type=network,
-                   help="a real network workers may send to, such as the lab's "
-                   "192.168.1.0/24 (repeatable; loopback is always allowed)")
-    p.add_argument("--worker-rate", type=float, default=1000.0, metavar="N",
-                   help="datagrams/s per sending worker towards real networks")
-    p.add_argument("--worker-bytes", type=float, default=1_000_000.0, metavar="B",
-                   help="bytes/s per sending worker towards real networks")
-    p.add_argument("--app-factor", type=float, default=10.0, metavar="X",
-                   help="the whole agent may send X times one worker's caps")
-    p.add_argument("--allow-amplification", action="store_true",
-                   help="let servers answer real networks with more bytes than they got")
-    p.add_argument("--replies-per-source", type=float, default=100.0, metavar="N")
-    p.add_argument("--max-workers", type=int, default=64, metavar="N")
-    p.add_argument("--events-per-second", type=count, default=1000, metavar="N")
+    add_caps(p, AGENT_CAPS, agent=True)
     return p
 
 

@@ -5,6 +5,7 @@ traffic stays inside the lab's namespaces."""
 import asyncio
 
 from webapp.engine.lab import bridge as labbridge
+from webapp.engine.lab.steps import reach_step, reached
 
 MULTICAST_SCENARIOS = {
     "multicast": "a group sent from h1 with TTL 1 (then 5) reaches members on h2 and h3, "
@@ -28,24 +29,17 @@ class MulticastScenarios:
             sender = await start({"kind": "multicast", "where": "h1", "host": group,
                                   "port": port, "ttl": ttl, "message": f"TTL {ttl}"})
             await self._ended(sender)
-            sent = next((e for e in sender.history if e.type == "sent"), None)
-            reached = set(sent.reached) if sent else set()
+            got = reached(sender)
             for host, member in members.items():
                 if ttl > 1 and host != "h4":
                     continue
-                got = member.id in reached
-                same = lab.host(host).subnet == lab.host("h1").subnet
-                steps.append({
-                    "step": f"TTL {ttl}: member of {group} on {host}",
-                    "outcome": "received it" if got else "did not receive it",
-                    "ok": got == same,
-                    "why": ("same link as h1: the switch delivers the group to its members"
-                            if same else "behind the router, which forwards unicast only: it "
-                            "runs no multicast routing (no PIM, no IGMP proxy), so no group "
-                            "leaves its subnet, whatever its TTL" if ttl > 1 else
-                            "TTL 1 means this link only, and the router does no multicast "
-                            "routing anyway"),
-                })
+                steps.append(reach_step(
+                    lab, host, member.id in got, f"TTL {ttl}: member of {group} on {host}",
+                    "same link as h1: the switch delivers the group to its members",
+                    ("behind the router, which forwards unicast only: it runs no multicast "
+                     "routing (no PIM, no IGMP proxy), so no group leaves its subnet, whatever "
+                     "its TTL" if ttl > 1 else "TTL 1 means this link only, and the router "
+                     "does no multicast routing anyway")))
 
     async def _ssm(self, lab, start, steps) -> None:
         group, port = "232.1.1.1", 1111  # 232/8: the source-specific range
@@ -131,14 +125,9 @@ class MulticastScenarios:
             if sent is not None:
                 break
             await asyncio.sleep(0.25)
-        reached = set(sent.reached) if sent else set()
+        got = reached(sender)
         for host, listener in listeners.items():
-            got = listener.id in reached
-            same = lab.host(host).subnet == lab.host("h1").subnet
-            steps.append({
-                "step": f"listener on {host} bound to [::] port {port}",
-                "outcome": "received it" if got else "did not receive it",
-                "ok": got == same,
-                "why": ("every IPv6 host is a member of ff02::1 on each link: IPv6's answer to "
-                        "broadcast" if same else "ff02::1 is link-local: no router forwards it"),
-            })
+            steps.append(reach_step(
+                lab, host, listener.id in got, f"listener on {host} bound to [::] port {port}",
+                "every IPv6 host is a member of ff02::1 on each link: IPv6's answer to "
+                "broadcast", "ff02::1 is link-local: no router forwards it"))

@@ -10,6 +10,7 @@ from typing import Any
 
 from webapp.engine.errors import BadSpec, EngineError
 from webapp.engine.lab.multicast import MULTICAST_SCENARIOS, MulticastScenarios
+from webapp.engine.lab.steps import reach_step, reached
 
 SCENARIOS = {
     "exchange": "a client on h1 and a server on h2 exchange the book's datagrams",
@@ -89,18 +90,12 @@ class LabScenarios(MulticastScenarios):
         sender = await start({"kind": "broadcast", "where": "h1", "host": h1.broadcast,
                               "port": 1070, "message": "Hello, LAN!"})
         await self._ended(sender)
-        sent = next((e for e in sender.history if e.type == "sent"), None)
-        reached = set(sent.reached) if sent else set()
+        got = reached(sender)
         for host, listener in listeners.items():
-            got = listener.id in reached
-            same = lab.host(host).subnet == h1.subnet
-            steps.append({
-                "step": f"listener on {host} ({lab.host(host).address})",
-                "outcome": "received it" if got else "did not receive it",
-                "ok": got == same,
-                "why": ("same subnet as h1: the broadcast reaches every host on it" if same else
-                        "another subnet: routers do not forward broadcasts"),
-            })
+            steps.append(reach_step(
+                lab, host, listener.id in got, f"listener on {host} ({lab.host(host).address})",
+                "same subnet as h1: the broadcast reaches every host on it",
+                "another subnet: routers do not forward broadcasts"))
 
     async def _mtu(self, lab, start, steps) -> None:
         await self._path_mtu(lab, start, steps, ipv6=False)
