@@ -249,7 +249,7 @@ class PageHub(Hub):
         self.experiments, self.recipes = experiments, recipes
         # with --nats: the Machines panel, and cards of other machines' workers
         self.fleet = fleet if fleet is not None and fleet.connection is not None else None
-        self.remote = RemoteCards()
+        self.remote = RemoteCards(self.fleet.describe if self.fleet is not None else None)
         self.machines_at = 0.0  # when the Machines panel was last redrawn
         self.shown: set[str] = set(supervisor.workers)
         self.last_seq = supervisor.bus.recent[-1].seq if supervisor.bus.recent else 0
@@ -315,7 +315,8 @@ class PageHub(Hub):
                 or time.monotonic() - self.machines_at >= MACHINES_EVERY):
             self.machines_at = time.monotonic()
             extra += self.renderer.render_machines(self.fleet, oob=True)
-        if new or removed or any(e.type in PICKED_TYPES for e in events):
+        if new or removed or self.remote.learned \
+                or any(e.type in PICKED_TYPES for e in events):
             # the forms' worker pickers follow the cards (a new client is a target at once)
             extra += self.renderer.render_pickers(
                 [w for i, w in workers.items() if i in shown]
