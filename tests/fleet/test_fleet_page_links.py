@@ -21,10 +21,12 @@ HTMX = {"HX-Request": "true"}
 
 @pytest.fixture(scope="module")
 def dashboard(lan_fleet, tmp_path_factory):
+    """The dashboard, allowed to send to the test's LAN (its own impostors reach b)."""
     lan, server = lan_fleet
+    subnet = lan.hosts["a"].rsplit(".", 1)[0] + ".0/24"
     live = start_server(tmp_path_factory.mktemp("dashboard"),
                         args=(*REPO_ARGS, "--nats", server.url, "--creds",
-                              str(server.dir / "dashboard.creds")))
+                              str(server.dir / "dashboard.creds"), "--allow-net", subnet))
     try:
         with live.client() as http:
             wait_for(lambda: {"a", "b"} <= set(machines(http)), "a and b in the fleet")
@@ -51,8 +53,11 @@ def exchange(http, lan, machine: str, port: int, count: int = 3) -> tuple[dict, 
 
 def check_exports(http, worker_id: str, machine: str, replies: int) -> None:
     """The card's three downloads of another machine's client hold its datagrams."""
-    jsonl = http.get(f"/api/workers/{worker_id}/export.jsonl")
-    assert jsonl.status_code == 200, jsonl.text
+    def ended():  # the agent says so before its last batch of events is here
+        response = http.get(f"/api/workers/{worker_id}/export.jsonl")
+        assert response.status_code == 200, response.text
+        return response if '"type": "stopped"' in response.text else None
+    jsonl = wait_for(ended, f"{worker_id}'s stopped event in the history")
     assert "attachment" in jsonl.headers["content-disposition"]
     lines = [json.loads(line) for line in jsonl.text.splitlines()]
     assert lines[0]["type"] == "udplab-export"
@@ -168,42 +173,98 @@ def test_a_lost_machine_says_so_and_its_downloads_still_work(dashboard, lan_flee
     assert "Traceback" not in dashboard.log()
 
 
+def waiting_client(http, lan, port: int) -> dict:
+    """A promiscuous client on b waiting for the paused server on a at `port`."""
+    client = http.post("/api/workers", json={
+        "machine": "b", "kind": "client", "host": lan.hosts["a"], "port": port,
+        "mode": "promiscuous", "timeout": 5.0, "give_up_after": 5.0}).json()
+    wait_for(lambda: http.get(f"/api/workers/{client['id']}").json()["local"],
+             "the client on b to send")
+    return client
+
+
+def fooled(http, client: dict) -> dict:
+    """The client's first reply (within 10 s): it must be the impostor's."""
+    replies = wait_for(lambda: [e for e in http.get(
+        f"/api/workers/{client['id']}/events").json()["events"]
+        if e["type"] == "reply"], f"{client['id']}'s reply")
+    assert replies[0]["text"] == "FAKE" and replies[0]["expected"] is False, replies
+    return replies[0]
+
+
 def test_the_impostor_form_aims_at_another_machines_client(dashboard, lan_fleet):
     """The spoofer form (as a plain navigation) with machine a and a client on b as its
-    target: the fleet aims it at that client's address on b, and the client is fooled."""
+    target: the fleet aims it at that client's address on b, and the client is fooled; with
+    no machine picked, this dashboard's own impostor fools one on b too."""
     lan, _ = lan_fleet
     with dashboard.client() as http:
         server = http.post("/api/workers", json={"machine": "a", "kind": "server",
                                                  "host": lan.hosts["a"], "port": 1104}).json()
         http.post(f"/api/workers/{server['id']}/pause")
-        client = http.post("/api/workers", json={
-            "machine": "b", "kind": "client", "host": lan.hosts["a"], "port": 1104,
-            "mode": "promiscuous", "timeout": 5.0, "give_up_after": 5.0}).json()
+        clients = []
         try:
-            wait_for(lambda: http.get(f"/api/workers/{client['id']}").json()["local"],
-                     "the client on b to send")
+            clients.append(client := waiting_client(http, lan, 1104))
             # the target picker offers it as its card names it (once its events are in)
             offered = f'<option value="{client["id"]}">b · {client["id"][2:]}</option>'
             wait_for(lambda: offered in http.get("/").text, "b's client in the picker")
-            # this target with no machine picked is aimed by the fleet too (here this
-            # dashboard's own policy refuses the lab's network: a sentence, not a 500)
-            refused = http.post("/workers", headers=HTMX, data={
-                "kind": "spoofer", "target": client["id"], "message": "FAKE"})
-            assert refused.status_code == 403 and 'class="error"' in refused.text
             posted = http.post("/workers", data={"kind": "spoofer", "machine": "a",
                                                  "target": client["id"], "message": "FAKE",
                                                  "count": "1"})
             assert posted.status_code == 303, posted.text
-            fooled = wait_for(lambda: [e for e in http.get(
-                f"/api/workers/{client['id']}/events").json()["events"]
-                if e["type"] == "reply"], "the client's reply")
-            assert fooled[0]["text"] == "FAKE" and fooled[0]["expected"] is False
+            assert fooled(http, client)["peer"][0] == lan.hosts["a"]
             ended = http.post("/workers", headers=HTMX, data={
                 "kind": "spoofer", "machine": "a", "target": client["id"]})
             assert ended.status_code == 409 and "has no address to aim at" in ended.text
             missing = http.post("/workers", headers=HTMX, data={
                 "kind": "spoofer", "machine": "a", "target": "b:nobody-1"})
             assert missing.status_code == 404 and 'class="error"' in missing.text
+            # no machine picked: the impostor is this dashboard's, aimed across the bridge
+            clients.append(client := waiting_client(http, lan, 1104))
+            here = http.post("/workers", headers=HTMX, data={
+                "kind": "spoofer", "target": client["id"], "message": "FAKE"})
+            assert here.status_code == 200 and "Started impostor" in here.text, here.text
+            assert ":" not in here.text.split("<strong>")[1].split("</strong>")[0]
+            assert fooled(http, client)["peer"][0] == lan.hosts["a"].rsplit(".", 1)[0] + ".1"
         finally:
-            for worker in (client, server):
+            for worker in (*clients, server):
                 http.delete(f"/api/workers/{worker['id']}")
+
+
+def test_an_impostor_elsewhere_aimed_at_this_dashboards_client(dashboard, lan_fleet):
+    """The picker offers this dashboard's own clients by their plain ids: an impostor put on
+    machine a and aimed at one is aimed at that client (not at a client of a's with the same
+    id); one on this machine's loopback is out of a's reach, and the form says so."""
+    lan, _ = lan_fleet
+    with dashboard.client() as http:
+        server = http.start(kind="server", host="127.0.0.1", port=0)
+        client = http.start(kind="client", host="127.0.0.1", port=server["local"][1],
+                            mode="connected", count=1000, interval=0.2)
+        try:
+            assert ":" not in client["id"]
+            wait_for(lambda: (http.get(f"/api/workers/{client['id']}").json()["local"]
+                              or [""])[0] == "127.0.0.1", "the connected client's address")
+            for headers, status in ((HTMX, 409), ({}, 409)):
+                aimed = http.post("/workers", headers=headers, data={
+                    "kind": "spoofer", "machine": "a", "target": client["id"]})
+                assert aimed.status_code == status, aimed.text
+                assert "the loopback of machine local" in aimed.text
+            via_api = http.post("/api/workers", json={"kind": "spoofer", "machine": "a",
+                                                      "target": client["id"]})
+            assert via_api.status_code == 409 and via_api.json()["field"] == "target"
+            # one connected to a server on a holds the bridge's address: aimed at that
+            echo = http.start(machine="a", kind="server", host=lan.hosts["a"], port=1105)
+            across = http.start(kind="client", host=lan.hosts["a"], port=1105,
+                                mode="connected", count=1000, interval=0.2)
+            at = wait_for(lambda: http.get(f"/api/workers/{across['id']}").json()["local"],
+                          "the connected client's address")
+            assert at[0] == lan.hosts["a"].rsplit(".", 1)[0] + ".1"
+            aimed = http.post("/workers", headers=HTMX, data={
+                "kind": "spoofer", "machine": "a", "target": across["id"], "count": "1"})
+            assert aimed.status_code == 200 and "Started impostor" in aimed.text, aimed.text
+            shown = aimed.text.split("<strong>")[1].split("</strong>")[0]  # "a · spoofer-N"
+            impostor = http.get("/api/workers/" + shown.replace(" · ", ":")).json()
+            http.started.append(impostor["id"])
+            assert impostor["target"] == at  # this machine's client, not one of a's
+            assert echo["id"].startswith("a:")
+        finally:
+            http.stop_started()
