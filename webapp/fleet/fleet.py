@@ -6,6 +6,7 @@ The web layer asks the fleet, never NATS: a spec's `machine` picks where a worke
 """
 
 import asyncio
+import ipaddress
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -163,8 +164,9 @@ class Fleet:
         machine the engine aims at it; on another, aim at that client's address there."""
         target = spec.get("target")
         if spec.get("kind") != "spoofer" or not isinstance(target, str) \
-                or wire.SEP not in target:
+                or (wire.SEP not in target and machine is self.local):
             return spec
+        # an id without a machine is this dashboard's own client, wherever the impostor goes
         where, client_id = self.locate(target)
         if where is machine:
             return {**spec, "target": client_id}
@@ -182,6 +184,11 @@ class Fleet:
         host, port = client["local"]
         if host in ("0.0.0.0", "::", ""):
             host = self._address_of(where)
+        elif _loopback(host):
+            raise Conflict(f"Client {target} is bound to {host}, the loopback of machine "
+                           f"{where.name}: no other machine can reach it. Put the impostor "
+                           f"on {where.name}, or bind the client to an address of its LAN",
+                           field="target")
         rest = {k: v for k, v in spec.items() if k != "target"}
         return {**rest, "host": host, "port": port}
 
@@ -243,6 +250,13 @@ class Fleet:
         await asyncio.gather(*[t for t in tasks if t is not None])
         if self.connection is not None:
             await self.connection.close()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @asynccontextmanager

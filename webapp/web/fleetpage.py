@@ -7,7 +7,7 @@ holds what a card shows of such a worker, so the page draws it like a local one.
 
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from webapp.engine.events import Event
 from webapp.fleet.wire import SEP
@@ -74,14 +74,20 @@ class RemoteCard:
 class RemoteCards:
     """Every card of another machine's worker the page shows, oldest first."""
 
-    def __init__(self):
+    def __init__(self, describe: Callable[[str], dict | None] | None = None):
         self.cards: dict[str, RemoteCard] = {}
         self.dirty: set[str] = set()  # cards changed outside a batch of events
+        # what the fleet knows of a worker it started (the API's, a script's), or None: a
+        # card made from events alone would guess its kind from its id ("imp-cli-1")
+        self.describe = describe
+        self._guessed: set[str] = set()  # cards made from events the fleet had not described
+        self.learned = False  # the last batch taught a card its kind (the pickers may change)
 
     def started(self, worker: dict[str, Any]) -> None:
         """The dashboard started it (the answer of its machine, which may come after its
         first events: then the card they made learns its kind, spec and counters' names)."""
         fresh = RemoteCard(worker)
+        self._guessed.discard(fresh.id)
         card = self.cards.setdefault(fresh.id, fresh)
         if card is not fresh:
             counted = card.counters
@@ -93,7 +99,7 @@ class RemoteCards:
 
     def apply(self, events: list[Event]) -> set[str]:
         """Take a batch of events in; the ids of the cards they changed (or removed)."""
-        touched, self.dirty = self.dirty, set()
+        touched: set[str] = set()
         for event in events:
             machine = getattr(event, "machine", None)
             if machine is None:
@@ -113,9 +119,29 @@ class RemoteCards:
             if card is None:  # started elsewhere (the API, a script): its events tell
                 card = self.cards[event.worker] = RemoteCard({"id": event.worker,
                                                               "machine": machine})
+                self._guessed.add(card.id)
             card.update(event)
             touched.add(card.id)
+        self.learned = self._learn()
+        touched, self.dirty = touched | self.dirty, set()
         return touched
+
+    def _learn(self) -> bool:
+        """Cards made from events learn their kind, spec and target from the fleet as soon
+        as it knows them (its machine's answer to the start may come after the events);
+        whether one did."""
+        if self.describe is None:
+            self._guessed.clear()
+            return False
+        learned = False
+        for worker_id in list(self._guessed):
+            info = self.describe(worker_id) if worker_id in self.cards else None
+            if info is not None:
+                self.started(info)
+                learned = True
+            elif worker_id not in self.cards:
+                self._guessed.discard(worker_id)
+        return learned
 
     def remove_ended(self) -> None:
         """The "Clear ended" button: drop every ended card."""

@@ -26,6 +26,7 @@ from webapp.engine.history import (
 )
 from webapp.engine.history.datagrams import DATAGRAM_TYPES
 from webapp.engine.history.recorder import Recorder
+from webapp.fleet.wire import SEP
 from webapp.web.deps import RendererDep, SupervisorDep
 
 log = logging.getLogger("udplab")
@@ -191,12 +192,18 @@ async def export_worker(history_id: int, fmt: str, recorder: HistoryDep) -> Resp
 @router.get("/api/workers/{worker_id}/export.{fmt}")
 async def export_live_worker(worker_id: str, fmt: str, recorder: HistoryDep,
                              supervisor: SupervisorDep) -> Response:
-    """A worker of this run, exported from the history (its card's download links)."""
+    """A worker of this run, exported from the history (its card's download links); another
+    machine's worker (`b:client-1`) too, from what the dashboard recorded of it, so its
+    downloads work while that machine is lost."""
     _check_format(fmt)
-    history_id = await recorder.history_id(supervisor.get(worker_id))
+    if SEP in worker_id:
+        history_id = await recorder.remote_history_id(worker_id)
+    else:
+        history_id = await recorder.history_id(supervisor.get(worker_id))
     if history_id is None:
         raise UnknownHistory(f"Worker {worker_id} is not in the history yet: try again in a "
-                             "second")
+                             "second" + (" (check the id on its card: the machine's name, "
+                                         "a colon, the worker's)" if SEP in worker_id else ""))
     return await export_worker(history_id, fmt, recorder)
 
 

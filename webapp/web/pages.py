@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from webapp.engine import EngineError
 from webapp.engine.errors import UnknownWorker
 from webapp.engine.interfaces import host_choices
-from webapp.engine import interfaces, ports, sockopts
+from webapp.engine import interfaces, ports
 from webapp.engine.history.datagrams import payload_of
 from webapp.engine.forge import can_forge
 from webapp.engine.lab.scenarios import SCENARIOS
@@ -22,6 +22,7 @@ from webapp.web.deps import (
     BindingDep, ExperimentsDep, FleetDep, LabScenariosDep, RecipesDep, RendererDep,
     SettingsDep, SupervisorDep,
 )
+from webapp.fleet.remote import Unreachable
 from webapp.fleet.wire import SEP
 from webapp.web.stream import page_stream
 
@@ -40,9 +41,11 @@ CLIENT_MODE_LABELS = [
 def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 200,
          errors: dict[str, str] | None = None, values: dict[str, Any] | None = None,
          port_query: str | None = None, options_worker: str | None = None,
-         binding_html: str = "", viewer: bool = False, fleet=None) -> HTMLResponse:
+         options_html: str = "", binding_html: str = "", viewer: bool = False, fleet=None,
+         remote=()) -> HTMLResponse:
     """The whole dashboard, with a form's error next to it when there is one; with a fleet
-    (--nats), the Machines panel and a machine picker on every worker form."""
+    (--nats), the Machines panel, a machine picker on every worker form, and the other
+    machines' workers (`remote`: the page's cards of them) in the worker pickers."""
     in_fleet = fleet is not None and fleet.connection is not None
     recent = list(supervisor.bus.recent)[-settings.page_rows:]
     partial = renderer.env.get_template
@@ -53,7 +56,8 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
         port_query=port_query,
         port_html=Markup(_port_fragment(renderer, port_query)),
         options_worker=options_worker,
-        options_html=Markup(_options_fragment(renderer, supervisor, options_worker)),
+        options_html=Markup(options_html
+                            or partial("partials/_options.html").render()),
         binding_html=Markup(binding_html or partial("partials/_binding.html").render()),
         broadcasts=destinations,
         lab=supervisor.lab.to_dict(),
@@ -63,6 +67,7 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
         ladder_html=renderer.render_ladder(supervisor),
         lab_html=Markup(_lab_fragment(renderer, supervisor)),
         workers=list(supervisor.workers.values()),
+        pickers_html=renderer.render_pickers([*supervisor.workers.values(), *remote]),
         keep_ended=supervisor.keep_ended,
         rows=renderer.render_rows(recent),
         render_card=renderer.render_card,
@@ -87,10 +92,12 @@ async def dashboard(request: Request, supervisor: SupervisorDep, renderer: Rende
     token = request.query_params.get("token")
     view = request.query_params.get("view")
     if token is None and view is None:
+        options_worker = request.query_params.get("options")
         return page(supervisor, renderer, settings, experiments, recipes,
                     port_query=request.query_params.get("port"),
-                    options_worker=request.query_params.get("options"),
-                    viewer=_is_viewer(request), fleet=fleet)
+                    options_worker=options_worker,
+                    options_html=await _options_fragment(renderer, fleet, options_worker),
+                    viewer=_is_viewer(request), fleet=fleet, remote=_remote_cards(request))
     # The guard has checked the token already; exchange it for a cookie and drop it from
     # the address bar (a teacher's token must not end up on the projector).
     response = RedirectResponse("/", status_code=303)
@@ -101,6 +108,11 @@ async def dashboard(request: Request, supervisor: SupervisorDep, renderer: Rende
         response.set_cookie(settings.viewer_cookie_name, settings.viewer_token, httponly=True,
                             samesite="strict", path="/")
     return response
+
+
+def _remote_cards(request: Request) -> list:
+    """The page's cards of other machines' workers (none without --nats)."""
+    return list(request.app.state.page_hub.remote.cards.values())
 
 
 def _is_viewer(conn) -> bool:
@@ -119,7 +131,9 @@ async def start_from_form(request: Request, supervisor: SupervisorDep, renderer:
     htmx = request.headers.get("hx-request") == "true"
     template = renderer.env.get_template("partials/_form_result.html")
     try:
-        if "machine" in raw:  # the machine picker (with --nats): the fleet starts it there
+        # the machine picker (with --nats), or an impostor aimed at another machine's client
+        # (`b:client-1`): the fleet starts it where it belongs and aims it
+        if "machine" in raw or SEP in raw.get("target", ""):
             worker = await fleet.start(raw)
             if worker["machine"] != fleet.local.name:
                 request.app.state.page_hub.remote.started(worker)
@@ -129,7 +143,8 @@ async def start_from_form(request: Request, supervisor: SupervisorDep, renderer:
         if htmx:
             return HTMLResponse(template.render(error=exc), status_code=exc.status)
         return page(supervisor, renderer, settings, experiments, recipes, status=exc.status,
-                    errors={kind: exc.message}, values={kind: raw}, fleet=fleet)
+                    errors={kind: exc.message}, values={kind: raw}, fleet=fleet,
+                    remote=_remote_cards(request))
     if htmx:
         return HTMLResponse(template.render(worker=worker))
     return RedirectResponse("/", status_code=303)
@@ -222,17 +237,29 @@ def _port_fragment(renderer, query: str | None) -> str:
         return template.render(error=exc.message)
 
 
-def _options_fragment(renderer, supervisor, worker_id: str | None, changed=None,
-                      error: str | None = None) -> str:
+async def _options_fragment(renderer, fleet, worker_id: str | None, changed=None,
+                            error: str | None = None) -> str:
+    """The socket options panel's body for a worker of any machine, asked through its
+    `Machine` (a lost one is said so at once, not after a request's timeout)."""
     template = renderer.env.get_template("partials/_options.html")
     if not worker_id:
         return template.render()
     try:
-        worker = supervisor.get(worker_id)
-        options = sockopts.read_all(worker.sock)
+        machine, local_id = fleet.locate(worker_id)
+        _refuse_lost(machine)
+        worker = await machine.get(local_id)
+        options = await machine.options(local_id)
     except EngineError as exc:
         return template.render(error=_in_page_words(exc))
     return template.render(worker=worker, options=options, changed=changed, error=error)
+
+
+def _refuse_lost(machine) -> None:
+    """`Unreachable` now for a machine silent too long (its agent would not answer)."""
+    if not machine.local and machine.status()["state"] == "lost":
+        raise Unreachable(f"Machine {machine.name} is lost (its agent has gone silent): its "
+                          "workers' sockets cannot be read or set until it is back; their "
+                          "downloads still work", field="machine")
 
 
 @router.get("/ports")
@@ -242,32 +269,35 @@ async def port_from_page(renderer: RendererDep, port: str = "") -> HTMLResponse:
 
 
 @router.get("/options")
-async def options_from_page(supervisor: SupervisorDep, renderer: RendererDep,
+async def options_from_page(fleet: FleetDep, renderer: RendererDep,
                             options: str = "") -> HTMLResponse:
-    """The socket options panel for one worker."""
-    return HTMLResponse(_options_fragment(renderer, supervisor, options))
+    """The socket options panel for one worker (of any machine)."""
+    return HTMLResponse(await _options_fragment(renderer, fleet, options))
 
 
 @router.post("/workers/{worker_id}/options")
-async def set_option_from_page(worker_id: str, request: Request, supervisor: SupervisorDep,
+async def set_option_from_page(worker_id: str, request: Request, fleet: FleetDep,
                                renderer: RendererDep) -> Response:
-    """A Set button in the socket options panel."""
+    """A Set button in the socket options panel: set on the worker's own machine."""
     form = await request.form()
     changed, error = None, None
     try:
-        changed = sockopts.set_option(supervisor.get(worker_id).sock,
-                                      str(form.get("name", "")), str(form.get("value", "")))
+        machine, local_id = fleet.locate(worker_id)
+        _refuse_lost(machine)
+        changed = await machine.set_option(local_id, str(form.get("name", "")),
+                                           str(form.get("value", "")))
     except EngineError as exc:
         error = exc.message
     if request.headers.get("hx-request") != "true":
         return RedirectResponse(f"/?options={quote(worker_id)}#options", status_code=303)
-    return HTMLResponse(_options_fragment(renderer, supervisor, worker_id, changed, error))
+    return HTMLResponse(await _options_fragment(renderer, fleet, worker_id, changed, error))
 
 
 @router.post("/experiments/binding")
 async def binding_from_page(request: Request, binding: BindingDep, supervisor: SupervisorDep,
                             renderer: RendererDep, settings: SettingsDep,
-                            experiments: ExperimentsDep, recipes: RecipesDep) -> Response:
+                            experiments: ExperimentsDep, recipes: RecipesDep,
+                            fleet: FleetDep) -> Response:
     """The binding explorer's button."""
     form = await request.form()
     template = renderer.env.get_template("partials/_binding.html")
@@ -278,7 +308,8 @@ async def binding_from_page(request: Request, binding: BindingDep, supervisor: S
         fragment = template.render(error=exc.message)
     if request.headers.get("hx-request") == "true":
         return HTMLResponse(fragment)
-    return page(supervisor, renderer, settings, experiments, recipes, binding_html=fragment)
+    return page(supervisor, renderer, settings, experiments, recipes, binding_html=fragment,
+                fleet=fleet, remote=_remote_cards(request))
 
 
 def _lab_fragment(renderer, supervisor, *, error: str | None = None,

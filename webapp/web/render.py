@@ -66,6 +66,7 @@ class Renderer:
         self.recipe = env.get_template("partials/_recipe.html")
         self.ladder = env.get_template("partials/_ladder.html")
         self.machines = env.get_template("partials/_machines.html")
+        self.pickers = env.get_template("partials/_pickers.html")
 
     # Both return Markup: the HTML is escaped already (autoescape), so `{{ rows }}` in a page
     # must not escape it a second time.
@@ -97,6 +98,10 @@ class Renderer:
     def render_machines(self, fleet, *, oob: bool = False) -> Markup:
         """The Machines panel's body: each machine of the fleet, and its addresses."""
         return Markup(self.machines.render(machines=fleet.status(), oob=oob))
+
+    def render_pickers(self, workers: Iterable, *, oob: bool = False) -> Markup:
+        """The forms' worker pickers (impostor target, socket options): every machine's."""
+        return Markup(self.pickers.render(workers=list(workers), oob=oob))
 
     def snapshot(self, workers: Iterable[Worker], recent: Iterable[Event], extra: str = "") -> str:
         """Everything the live parts of the page show, for a page that (re)connects."""

@@ -28,6 +28,9 @@ from webapp.web.settings import Settings
 
 LADDER_TYPES = frozenset({"sent", "received", "dropped", "timeout", "gave-up", "rejected",
                           "reply", "error"})
+# events after which the forms' worker pickers are drawn again (a worker ended or its
+# machine was lost or is back: the socket options picker lists live ones only)
+PICKED_TYPES = frozenset({"stopped", "machine"})
 LADDER_EVERY = 0.25  # seconds: the ladder is redrawn at most this often
 MACHINES_EVERY = 3.0  # seconds: the Machines panel's "last seen" is redrawn this often
 OUTBOX = 8  # messages a connection may fall behind before it is caught up the hard way
@@ -246,7 +249,7 @@ class PageHub(Hub):
         self.experiments, self.recipes = experiments, recipes
         # with --nats: the Machines panel, and cards of other machines' workers
         self.fleet = fleet if fleet is not None and fleet.connection is not None else None
-        self.remote = RemoteCards()
+        self.remote = RemoteCards(self.fleet.describe if self.fleet is not None else None)
         self.machines_at = 0.0  # when the Machines panel was last redrawn
         self.shown: set[str] = set(supervisor.workers)
         self.last_seq = supervisor.bus.recent[-1].seq if supervisor.bus.recent else 0
@@ -277,7 +280,8 @@ class PageHub(Hub):
             renderer.render_experiments(self.experiments, oob=True)
             + renderer.render_recipe(self.recipes, oob=True, viewer=viewer)
             + renderer.render_ladder(self.supervisor, oob=True, remote=self.remote.cards)
-            + (renderer.render_machines(self.fleet, oob=True) if self.fleet else ""))
+            + (renderer.render_machines(self.fleet, oob=True) if self.fleet else "")
+            + renderer.render_pickers(workers, oob=True))
 
     def _update(self, events: list[Event], dropped: int) -> str | None:
         workers, shown = self.supervisor.workers, self.shown
@@ -311,6 +315,12 @@ class PageHub(Hub):
                 or time.monotonic() - self.machines_at >= MACHINES_EVERY):
             self.machines_at = time.monotonic()
             extra += self.renderer.render_machines(self.fleet, oob=True)
+        if new or removed or self.remote.learned \
+                or any(e.type in PICKED_TYPES for e in events):
+            # the forms' worker pickers follow the cards (a new client is a target at once)
+            extra += self.renderer.render_pickers(
+                [w for i, w in workers.items() if i in shown]
+                + [c for c in self.remote.cards.values() if c.id in shown], oob=True)
         run = self.recipes.latest
         if run and any(e.type == "step" or e.worker in run.workers.values() for e in events):
             extra += self.renderer.render_recipe(self.recipes, oob=True)

@@ -103,6 +103,18 @@ class Recorder:
         tracked = self._tracked.get(worker.id)
         return tracked.record.id if tracked is not None and tracked.worker is worker else None
 
+    async def remote_history_id(self, worker_id: str) -> int | None:
+        """The history id of another machine's worker (its fleet-wide id, `b:client-1`) in
+        this session, after saving what is pending; None if none of its events came yet.
+        Read from the store, not the agent: it answers while that machine is lost."""
+        await self.flush()
+
+        def query() -> int | None:
+            return self.store.db.execute(
+                "SELECT max(id) FROM workers WHERE session = ? AND worker = ?",
+                (self.session, worker_id)).fetchone()[0]
+        return await self.call(query)
+
     def _track(self, worker: Worker) -> _Tracked:
         tracked = self._tracked.get(worker.id)
         if tracked is None or tracked.worker is not worker:  # new, or an id used again
