@@ -19,6 +19,7 @@ from webapp.engine.mmsg import SendBatch
 from webapp.engine.stream import HEADER_SIZE, MAGIC, StreamStats, pack, unpack
 from webapp.engine.udp import kernel_queue
 from webapp.engine.workers import ServerWorker, StreamWorker, Worker
+from webapp.engine.workers.stream import FIXED, NUMBERED
 
 LOOPBACK = "127.0.0.1"
 
@@ -316,3 +317,27 @@ async def test_a_fast_stream_stops_promptly_and_its_counters_are_exact(until):
         stats = server.streams[key]
         assert stats.received + kernel_queue(server.sock)[1] == sent
         assert stats.duplicates == 0
+
+
+async def test_each_datagram_carries_its_own_number_and_send_time(udp):
+    """The sending thread writes the header in two parts (what stays and what changes): a
+    plain socket reads the datagrams as stream.unpack does, numbered 0, 1, 2, ... with send
+    times within the stream's life, never going back."""
+    assert FIXED.size + NUMBERED.size == HEADER_SIZE
+    assert streams.HEADER.format == "!" + FIXED.format[1:] + NUMBERED.format[1:]
+    sink = udp.open()
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    async with Supervisor() as sup:
+        before = time.time()
+        sender = await sup.start({"kind": "stream", "port": sink.getsockname()[1],
+                                  "count": 300, "size": 100, "rate": 100_000})
+        await run_to_end(sender)
+        after = time.time()
+    data = await udp.receive(sink, 300)
+    assert all(len(d) == 100 for d in data)
+    headers = [unpack(d) for d in data]
+    assert [h[1] for h in headers] == list(range(300))
+    assert {h[0] for h in headers} == {sender.stream_id}
+    times = [h[2] for h in headers]
+    assert before <= times[0] and times[-1] <= after
+    assert times == sorted(times)
