@@ -221,14 +221,14 @@ async def test_a_huge_sequence_number_costs_the_server_no_megabytes(until, udp):
 def test_a_send_batch_sends_what_the_kernel_takes_and_says_how_many():
     """sendmmsg on a datagram socket pair whose receiver is not read: the queue fills, one
     call sends part of its batch (and says how many), the next raises EAGAIN; every datagram
-    received is a whole one (its own head, then the shared tail)."""
+    received is a whole one (the shared prefix, its own head, the shared tail)."""
     sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with sender, receiver:
         sender.setblocking(False)
-        batch = SendBatch(8, 4, b"-tail")
+        batch = SendBatch(8, 4, b"-tail", prefix=b"P:")
         for i in range(8):
             batch.heads[i * 4:(i + 1) * 4] = b"%04d" % i
-        assert batch.size == 9
+        assert batch.size == 11
         counts = []
         for _ in range(10_000):  # the queue (max_dgram_qlen, or the buffer) fills long before
             try:
@@ -247,7 +247,7 @@ def test_a_send_batch_sends_what_the_kernel_takes_and_says_how_many():
             except BlockingIOError:
                 break
         assert len(got) == sum(counts)
-        expected = [b"%04d-tail" % i for i in range(8)] * len(counts)
+        expected = [b"P:%04d-tail" % i for i in range(8)] * len(counts)
         assert got == expected[:len(got)]
         print(f"\nbatches sent: {len(counts)}, the last {partial} of 8")
         with pytest.raises(ValueError):

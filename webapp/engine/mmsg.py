@@ -41,34 +41,43 @@ _MSG_SIZE = ctypes.sizeof(MMsgHdr)
 
 
 class SendBatch:
-    """Up to `count` datagrams, each made of `head_size` bytes of its own (written into
-    `heads`, a preallocated bytearray: datagram i's head is `heads[i*head_size:(i+1)*head_size]`)
-    followed by the same `tail` for all (sent from one copy: a batch of big datagrams costs
-    the memory of one).
+    """Up to `count` datagrams, each made of the same `prefix`, then `head_size` bytes of its
+    own (written into `heads`, a preallocated bytearray: datagram i's are
+    `heads[i*head_size:(i+1)*head_size]`), then the same `tail`. What all share is sent from
+    one copy: a batch of big datagrams costs the memory of one, and what changes from one
+    datagram to the next lies in one contiguous buffer, to be written in one go.
 
     Not thread-safe: one thread fills and sends a batch."""
 
-    def __init__(self, count: int, head_size: int, tail: bytes = b""):
+    def __init__(self, count: int, head_size: int, tail: bytes = b"", prefix: bytes = b""):
         if count < 1 or head_size < 1:
             raise ValueError("a batch holds at least one datagram of at least one byte")
         self.count = count
         self.head_size = head_size
-        self.size = head_size + len(tail)  # bytes per datagram
+        self.size = len(prefix) + head_size + len(tail)  # bytes per datagram
         self.heads = bytearray(count * head_size)
-        # The ctypes views keep the buffers' addresses valid (a bytearray with an exported
+        # The ctypes objects keep the buffers' addresses valid (a bytearray with an exported
         # buffer cannot be resized) for as long as this batch lives.
         self._heads = (ctypes.c_char * len(self.heads)).from_buffer(self.heads)
-        self._tail = ctypes.create_string_buffer(bytes(tail), max(1, len(tail)))
-        parts = 2 if tail else 1
+        self._shared = [ctypes.create_string_buffer(bytes(part), len(part))
+                        for part in (prefix, tail)]
+        heads_at = ctypes.addressof(self._heads)
+        prefix_at, tail_at = (ctypes.addressof(part) for part in self._shared)
+        parts = 1 + bool(prefix) + bool(tail)
         self._iov = (IOVec * (count * parts))()
         self._msgs = (MMsgHdr * count)()
-        heads_at, tail_at = ctypes.addressof(self._heads), ctypes.addressof(self._tail)
+        iov_at = ctypes.addressof(self._iov)
         for i in range(count):
-            self._iov[i * parts] = IOVec(heads_at + i * head_size, head_size)
+            pieces = [(heads_at + i * head_size, head_size)]
+            if prefix:
+                pieces.insert(0, (prefix_at, len(prefix)))
             if tail:
-                self._iov[i * parts + 1] = IOVec(tail_at, len(tail))
+                pieces.append((tail_at, len(tail)))
+            for j, piece in enumerate(pieces):
+                self._iov[i * parts + j] = IOVec(*piece)
             hdr = self._msgs[i].msg_hdr
-            hdr.msg_iov = ctypes.pointer(self._iov[i * parts])
+            hdr.msg_iov = ctypes.cast(iov_at + i * parts * ctypes.sizeof(IOVec),
+                                      ctypes.POINTER(IOVec))
             hdr.msg_iovlen = parts
         self._at = ctypes.addressof(self._msgs)
 
