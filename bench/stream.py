@@ -79,7 +79,7 @@ def thread_ns(pid: int, tid: int | None) -> int:
 
 def udplab_case(server, api, size: int, seconds: float) -> dict:
     receiver = spawn_pinned(RECEIVER_CPU, [PY, str(BENCH / "plain_receiver.py"),
-                                           4 * 1024 * 1024, seconds + 5],
+                                           4 * 1024 * 1024, seconds + 60],  # ended below
                             stdout=subprocess.PIPE, text=True)
     name = f"stream-{size}-{next(NAMES)}"
     try:
