@@ -162,7 +162,8 @@ class StreamWorker(Worker):
 
     def _caps_allow(self, loop: asyncio.AbstractEventLoop, size: int) -> bool:
         """Wait as the send caps require (as `Worker.pace` does on the loop; the Throttle is
-        thread-safe); False when asked to stop meanwhile."""
+        thread-safe, and time.monotonic() is the clock of `loop.time()`, asyncio's and
+        uvloop's, which the workers on the loop pass it); False when asked to stop meanwhile."""
         while (wait := self.throttle.delay(size, time.monotonic())) > 0:
             if not self.throttled:
                 self.throttled = True
