@@ -10,6 +10,12 @@ sender pinned to CPU 0 (udplab with `taskset -a`, every thread) and the receiver
   `iperf3 -c 127.0.0.1 -u -b 0 -l SIZE -t SECONDS -J` on CPU 0; rate = the client's
   packets ÷ its seconds.
 
+The stream worker sends from an OS thread of its own (named `udp:<worker name>`, cut to 15
+bytes): it is made after the pinning and inherits CPU 0 from udplab's event-loop thread, so
+the same pinning holds; the bench checks that it is there and on CPU 0, and gives its own CPU
+time too (`thread per CPU-s`: datagrams ÷ the sending thread's CPU, the figure to set beside
+iperf3's single thread; `udplab per CPU-s` counts every thread of udplab).
+
 ROUNDS rounds alternate the two; medians, and the ratio UDP Lab / iperf3 (target ≥ 0.8×).
 On a shared machine a sender pinned to a busy core gets only part of it, so each is also
 given per CPU-second of its own (datagrams ÷ its CPU time: schedstat for udplab over the
@@ -24,6 +30,7 @@ Loopback only; every process started is bounded in time and stopped.
 import argparse
 import itertools
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -45,9 +52,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def sender_thread(pid: int, name: str) -> int | None:
+    """The id of the stream's sending thread (`udp:<name>`, as the kernel keeps it: 15 bytes),
+    checked to be pinned to SENDER_CPU; None for a udplab that sends from its event loop."""
+    comm = f"udp:{name}".encode()[:15].decode(errors="ignore")
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+        except FileNotFoundError:
+            continue
+        cpus = os.sched_getaffinity(int(task))
+        assert cpus == {int(SENDER_CPU)}, f"the sending thread {comm} runs on CPUs {cpus}"
+        return int(task)
+    return None
+
+
+def thread_ns(pid: int, tid: int | None) -> int:
+    """Time on CPU of one thread, in nanoseconds (0 without one)."""
+    if tid is None:
+        return 0
+    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
 def udplab_case(server, api, size: int, seconds: float) -> dict:
     receiver = spawn_pinned(RECEIVER_CPU, [PY, str(BENCH / "plain_receiver.py"),
-                                           4 * 1024 * 1024, seconds + 5],
+                                           4 * 1024 * 1024, seconds + 60],  # ended below
                             stdout=subprocess.PIPE, text=True)
     name = f"stream-{size}-{next(NAMES)}"
     try:
@@ -59,17 +91,19 @@ def udplab_case(server, api, size: int, seconds: float) -> dict:
         assert worker.status_code == 201, worker.text
         time.sleep(0.5)
         pid = server.proc.pid
+        tid = sender_thread(pid, name)
         sent0 = api.get(f"/api/workers/{name}").json()["counters"]["sent"]
-        ns0, t0 = cpu_ns(pid), time.perf_counter()
+        ns0, t0, tns0 = cpu_ns(pid), time.perf_counter(), thread_ns(pid, tid)
         time.sleep(seconds)
         sent1 = api.get(f"/api/workers/{name}").json()["counters"]["sent"]
-        ns1, t1 = cpu_ns(pid), time.perf_counter()
+        ns1, t1, tns1 = cpu_ns(pid), time.perf_counter(), thread_ns(pid, tid)
         counters = api.get(f"/api/workers/{name}").json()["counters"]
         api.delete(f"/api/workers/{name}")
     finally:
         end(receiver)
     return {"rate": (sent1 - sent0) / (t1 - t0), "cpu_pct": (ns1 - ns0) / 1e9 / (t1 - t0) * 100,
             "per_cpu_second": (sent1 - sent0) / max(1e-9, (ns1 - ns0) / 1e9),
+            "thread_per_cpu_second": (sent1 - sent0) / ((tns1 - tns0) / 1e9) if tid else None,
             "blocked": counters["blocked"], "errors": counters["errors"]}
 
 
@@ -121,6 +155,8 @@ def run(sizes: list[int], seconds: float, rounds: int) -> dict:
                           "udplab_rate": udplab_rate, "iperf3_rate": iperf_rate,
                           "ratio": udplab_rate / iperf_rate,
                           "udplab_per_core": udplab_core, "iperf3_per_core": iperf_core,
+                          "thread_per_core": median([c["thread_per_cpu_second"] for c in ours])
+                          if all(c["thread_per_cpu_second"] for c in ours) else None,
                           "core_ratio": udplab_core / iperf_core,
                           "udplab_cpu_pct": median([c["cpu_pct"] for c in ours])})
         api.close()
@@ -134,13 +170,16 @@ def run(sizes: list[int], seconds: float, rounds: int) -> dict:
 def report(res: dict) -> str:
     rows = [[c["size"], f"{c['udplab_rate']:,.0f}", f"{c['iperf3_rate']:,.0f}",
              f"{c['ratio']:.2f}x", f"{c['udplab_per_core']:,.0f}", f"{c['iperf3_per_core']:,.0f}",
-             f"{c['core_ratio']:.2f}x", f"{c['udplab_cpu_pct']:.0f}",
+             f"{c['core_ratio']:.2f}x",
+             f"{c['thread_per_core']:,.0f}" if c["thread_per_core"] else "-",
+             f"{c['udplab_cpu_pct']:.0f}",
              " ".join(f"{x['rate']:,.0f}" for x in c["udplab"]),
              " ".join(f"{x['rate']:,.0f}" for x in c["iperf3"])] for c in res["cases"]]
     return table(f"Stream sender vs {res['iperf3']} -u, loopback, sender on CPU 0, receiver on "
                  f"CPU 1, {res['seconds']:g} s x {res['rounds']} rounds (medians)",
                  ["bytes", "udplab datagrams/s", "iperf3 datagrams/s", "udplab / iperf3",
-                  "udplab per CPU-s", "iperf3 per CPU-s", "per CPU-s ratio", "udplab CPU %", "udplab rounds", "iperf3 rounds"], rows)
+                  "udplab per CPU-s", "iperf3 per CPU-s", "per CPU-s ratio", "thread per CPU-s",
+                  "udplab CPU %", "udplab rounds", "iperf3 rounds"], rows)
 
 
 def main() -> None:

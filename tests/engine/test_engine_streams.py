@@ -4,15 +4,22 @@ kernel drop datagrams for real.
 """
 
 import asyncio
+import errno
+import os
+import socket
+import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
 from webapp.engine import Supervisor
 from webapp.engine import stream as streams
+from webapp.engine.mmsg import SendBatch
 from webapp.engine.stream import HEADER_SIZE, MAGIC, StreamStats, pack, unpack
 from webapp.engine.udp import kernel_queue
 from webapp.engine.workers import ServerWorker, StreamWorker, Worker
+from webapp.engine.workers.stream import FIXED, NUMBERED
 
 LOOPBACK = "127.0.0.1"
 
@@ -206,3 +213,131 @@ async def test_a_huge_sequence_number_costs_the_server_no_megabytes(until, udp):
             tracemalloc.stop()
         assert len(server.streams) == 4
         assert grown < 1_000_000, f"4 datagrams of 40 bytes cost the server {grown:,} bytes"
+
+
+# --- the sending thread and its batches ------------------------------------------------
+
+
+def test_a_send_batch_sends_what_the_kernel_takes_and_says_how_many():
+    """sendmmsg on a datagram socket pair whose receiver is not read: the queue fills, one
+    call sends part of its batch (and says how many), the next raises EAGAIN; every datagram
+    received is a whole one (the shared prefix, its own head, the shared tail)."""
+    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with sender, receiver:
+        sender.setblocking(False)
+        batch = SendBatch(8, 4, b"-tail", prefix=b"P:")
+        for i in range(8):
+            batch.heads[i * 4:(i + 1) * 4] = b"%04d" % i
+        assert batch.size == 11
+        counts = []
+        for _ in range(10_000):  # the queue (max_dgram_qlen, or the buffer) fills long before
+            try:
+                counts.append(batch.send(sender.fileno(), 0, 8))
+            except BlockingIOError:
+                break
+        else:
+            pytest.fail("the receive queue never filled")
+        assert counts[0] == 8 and all(0 < n <= 8 for n in counts)
+        partial = counts[-1]
+        got = []
+        receiver.setblocking(False)
+        while True:
+            try:
+                got.append(receiver.recv(100))
+            except BlockingIOError:
+                break
+        assert len(got) == sum(counts)
+        expected = [b"P:%04d-tail" % i for i in range(8)] * len(counts)
+        assert got == expected[:len(got)]
+        print(f"\nbatches sent: {len(counts)}, the last {partial} of 8")
+        with pytest.raises(ValueError):
+            batch.send(sender.fileno(), 3, 9)
+        with pytest.raises(OSError) as refused:  # not a socket at all
+            batch.send(-1, 0, 1)
+        assert refused.value.errno == errno.EBADF
+
+
+def thread_names() -> set[str]:
+    """The OS names of this process's threads (what `ps -L` and `top -H` show)."""
+    names = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.add(Path(f"/proc/self/task/{task}/comm").read_text().strip())
+        except FileNotFoundError:
+            pass  # a thread that just ended
+    return names
+
+
+async def test_the_sending_thread_is_named_and_ends_with_the_worker(until):
+    async with Supervisor() as sup:
+        server = await sup.start({"kind": "server", "port": 0, "reply": "none"})
+        sender = await sup.start({"kind": "stream", "port": server.local[1], "count": 3000,
+                                  "size": 64, "rate": 5000})
+        await until(lambda: sender.counters["sent"] > 0, "the first datagrams")
+        assert sender.thread.is_alive()
+        assert f"udp:{sender.id}" in thread_names()
+        assert sender.thread.name == f"udp:{sender.id}"
+        await run_to_end(sender)
+        assert sender.state == "finished"
+        assert not sender.thread.is_alive()  # ended before the worker did
+        assert f"udp:{sender.id}" not in thread_names()
+        assert sender.counters["sent"] == 3000
+
+
+async def run_to_end(sender: StreamWorker) -> None:
+    done, _ = await asyncio.wait([sender.task], timeout=5)
+    assert done, f"{sender.id} still {sender.state}"
+
+
+async def test_a_fast_stream_stops_promptly_and_its_counters_are_exact(until):
+    """Stopped in the middle of a stream at its fastest: the stop takes well under a second,
+    the thread is gone before the socket closes, and `sent` is exact: every datagram counted
+    was received by the server or dropped by its kernel."""
+    async with Supervisor() as sup:
+        server = await sup.start({"kind": "server", "port": 0, "reply": "none"})
+        sender = await sup.start({"kind": "stream", "port": server.local[1],
+                                  "count": 10_000_000, "size": 64, "rate": 1_000_000})
+        await until(lambda: sender.counters["sent"] > 20_000, "a fast stream under way")
+        thread = sender.thread
+        started = time.monotonic()
+        await sup.stop(sender.id)
+        took = time.monotonic() - started
+        assert sender.state == "stopped"
+        assert not thread.is_alive()
+        assert took < 0.5, f"the stop took {took:.2f} s"
+        sent = sender.counters["sent"]
+        assert 20_000 < sent < 10_000_000
+        assert sender.counters["bytes_out"] == 64 * sent
+        assert sender.counters["errors"] == 0
+        assert not any(e.message.startswith("Sent ") for e in of_type(sender, "progress"))
+        await asyncio.sleep(0.05)
+        assert sender.counters["sent"] == sent  # nothing moves after the stop
+        key = (sender.local, sender.stream_id)
+        await until(lambda: kernel_queue(server.sock)[0] == 0, "the queue to be read")
+        stats = server.streams[key]
+        assert stats.received + kernel_queue(server.sock)[1] == sent
+        assert stats.duplicates == 0
+
+
+async def test_each_datagram_carries_its_own_number_and_send_time(udp):
+    """The sending thread writes the header in two parts (what stays and what changes): a
+    plain socket reads the datagrams as stream.unpack does, numbered 0, 1, 2, ... with send
+    times within the stream's life, never going back."""
+    assert FIXED.size + NUMBERED.size == HEADER_SIZE
+    assert streams.HEADER.format == "!" + FIXED.format[1:] + NUMBERED.format[1:]
+    sink = udp.open()
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    async with Supervisor() as sup:
+        before = time.time()
+        sender = await sup.start({"kind": "stream", "port": sink.getsockname()[1],
+                                  "count": 300, "size": 100, "rate": 100_000})
+        await run_to_end(sender)
+        after = time.time()
+    data = await udp.receive(sink, 300)
+    assert all(len(d) == 100 for d in data)
+    headers = [unpack(d) for d in data]
+    assert [h[1] for h in headers] == list(range(300))
+    assert {h[0] for h in headers} == {sender.stream_id}
+    times = [h[2] for h in headers]
+    assert before <= times[0] and times[-1] <= after
+    assert times == sorted(times)

@@ -54,3 +54,35 @@ def test_signal_with_dozens_of_workers_exits_cleanly_and_frees_every_port(apps, 
     log = app.log()
     assert "Traceback" not in log and "ERROR" not in log, log
     assert "UDP Lab stopped" in app.output()
+
+
+def test_sigterm_with_streams_sending_flat_out_exits_cleanly(apps, until):
+    """Streams send from threads of their own, as fast as they can: SIGTERM still ends udplab
+    promptly with exit 0 and no traceback, and no datagram arrives after it has exited (no
+    sending thread outlived its worker)."""
+    app = apps.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind((LOOPBACK, 0))
+        sink.settimeout(0.05)
+        with app.client() as http:
+            streams = [http.start(kind="stream", host=LOOPBACK, port=sink.getsockname()[1],
+                                  count=10_000_000, size=64, rate=1_000_000)
+                       for _ in range(3)]
+            for stream in streams:
+                until(lambda s=stream: http.get(f"/api/workers/{s['id']}").json()
+                      ["counters"]["sent"] > 10_000, f"{stream['id']} under way")
+        started = time.monotonic()
+        app.proc.send_signal(signal.SIGTERM)
+        code = app.proc.wait(timeout=EXIT_WITHIN)
+        took = time.monotonic() - started
+        assert code == 0 and took < EXIT_WITHIN, f"exit {code} after {took:.1f} s:\n{app.log()}"
+        log = app.log()
+        assert "Traceback" not in log and "ERROR" not in log, log
+        for _ in range(100_000):  # what was queued before the exit (a few hundred at most)
+            try:
+                sink.recv(2048)
+            except TimeoutError:
+                break
+        sink.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sink.recv(2048)

@@ -304,6 +304,32 @@ async def test_client_on_h1_and_server_on_h2_exchange(built_lab):
         assert client.to_dict()["where"] == "h1"
 
 
+async def test_a_stream_through_a_slow_link_is_blocked_and_loses_nothing(built_lab):
+    """A token-bucket qdisc on h1's eth0 (4 Mbit/s) holds the datagrams, so the kernel's send
+    buffer fills: sendmmsg sends part of a batch, then refuses (EAGAIN). Each refusal is
+    counted in `blocked`, the rest of the batch goes again with its numbers, and h2 gets every
+    datagram exactly once and in order."""
+    async with built_lab() as sup:
+        subprocess.run(["ip", "netns", "exec", sup.lab.host("h1").namespace, "tc", "qdisc",
+                        "add", "dev", "eth0", "root", "tbf", "rate", "4mbit", "burst", "4kb",
+                        "latency", "2s"], check=True, timeout=10)
+        server = await sup.start({"kind": "server", "where": "h2", "host": "0.0.0.0",
+                                  "port": 1060, "reply": "none"})
+        sender = await sup.start({"kind": "stream", "where": "h1", "host": "198.18.1.3",
+                                  "port": 1060, "count": 300, "size": 1400,
+                                  "rate": 1_000_000})
+        await ended(sender, timeout=15)  # 300 x 1442 bytes at 4 Mbit/s: about 0.9 s
+        assert sender.state == "finished" and sender.throttle is None  # the lab: no caps
+        assert sender.counters["sent"] == 300 and sender.counters["errors"] == 0
+        assert sender.counters["bytes_out"] == 300 * 1400
+        assert sender.counters["blocked"] > 0, sender.counters  # the buffer did fill
+        key = (sender.local, sender.stream_id)
+        await until(lambda: key in server.streams and server.streams[key].received == 300,
+                    "all 300 datagrams at h2", 5.0)
+        stats = server.streams[key]
+        assert (stats.lost, stats.duplicates, stats.reordered, stats.highest) == (0, 0, 0, 299)
+
+
 async def test_a_lab_host_does_not_see_the_machines_loopback(built_lab):
     """h1's 127.0.0.1 is h1's own: a server on the machine's loopback hears nothing from a
     client on h1 that sends to 127.0.0.1 (the datagram stays on h1's loopback)."""

@@ -1,5 +1,6 @@
 """Token buckets: how long a sender must wait to stay under a rate, as plain logic."""
 
+import threading
 from dataclasses import dataclass, field
 
 
@@ -32,7 +33,12 @@ class TokenBucket:
 
 
 class Throttle:
-    """A worker's caps (datagrams/s and bytes/s) together with the app-wide ones."""
+    """A worker's caps (datagrams/s and bytes/s) together with the app-wide ones.
+
+    Thread-safe: a stream sends from a thread of its own, and the app-wide buckets are
+    shared with workers on the event loop (a lock per worker's Throttle would not do)."""
+
+    _lock = threading.Lock()  # one for all: the app-wide buckets are checked and taken at once
 
     def __init__(self, mine: tuple[TokenBucket, TokenBucket],
                  shared: tuple[TokenBucket, TokenBucket]):
@@ -40,6 +46,10 @@ class Throttle:
 
     def delay(self, size: int, now: float) -> float:
         """How long to wait before sending `size` bytes; 0 means send now (and it is counted)."""
+        with self._lock:
+            return self._delay(size, now)
+
+    def _delay(self, size: int, now: float) -> float:
         packets_mine, bytes_mine, packets_all, bytes_all = self.buckets
         wait = max(packets_mine.wait(1, now), bytes_mine.wait(min(size, bytes_mine.burst), now),
                    packets_all.wait(1, now), bytes_all.wait(min(size, bytes_all.burst), now))
