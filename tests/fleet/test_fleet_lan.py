@@ -2,6 +2,7 @@
 this test made, driven from an in-process `Fleet` (the dashboard's side) over nats-server."""
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import signal
@@ -457,4 +458,94 @@ async def test_a_local_broadcast_names_the_listeners_of_other_machines(dashboard
         supervisor.policy = policy
     assert sent()[0].reached == sorted(w["id"] for w in listeners)
     assert listeners[0]["id"] in sent()[0].message
+    await dashboard.remove(sender["id"])
+
+
+@contextlib.asynccontextmanager
+async def stopped(agent, seconds: float):
+    """The agent's process stopped (SIGSTOP) while the block runs and `seconds` after it
+    began: a loaded machine whose listener reads, and reports, late."""
+    began = time.monotonic()
+    agent.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - began)))
+    finally:
+        agent.proc.send_signal(signal.SIGCONT)
+
+
+def running_agent(lan, name: str):
+    return next(a for a in lan.agents if a.name == name and a.proc.poll() is None)
+
+
+async def test_a_listener_that_reports_late_is_named_in_reached_in_the_end(dashboard,
+                                                                          lan_fleet):
+    """b's agent is stopped for 1 s around a's subnet broadcast, so a's `sent` enters the
+    bus before b's listener has read the datagram; when b's report comes, a `reached` event
+    completes the broadcast: it names b's listener too, and the whole list."""
+    lan, _ = lan_fleet
+    text = f"heard late {time.monotonic_ns()}"
+    await until(lambda: dashboard.machine("a").status()["interfaces"], "a hello from a")
+    listeners = [await dashboard.start({"machine": m, "kind": "listener", "port": 1076})
+                 for m in ("a", "b")]
+    names = sorted(w["id"] for w in listeners)
+    seen = []
+
+    def of_sender(kind: str) -> list:
+        seen.extend(sub.drain()[0])
+        return [e for e in seen if e.worker == sender["id"] and e.type == kind]
+
+    with dashboard.bus.subscribe() as sub:
+        async with stopped(running_agent(lan, "b"), 1.0):
+            sender = await dashboard.start({"machine": "a", "kind": "broadcast",
+                                            "host": f"{lan.hosts['a'].rsplit('.', 1)[0]}.255",
+                                            "port": 1076, "count": 1, "message": text})
+            await until(lambda: of_sender("sent"), "a's broadcast", timeout=5)
+        await until(lambda: of_sender("reached"), "b's late report", timeout=5)
+        await asyncio.sleep(0.3)
+        of_sender("reached")
+    [sent] = of_sender("sent")
+    assert sent.reached == [listeners[0]["id"]], "b's report was not late: nothing tested"
+    [late] = of_sender("reached")
+    assert late.reached == names and late.added == [listeners[1]["id"]]
+    assert late.of == sent.seq and late.machine == "a" and late.text == text
+    assert late.seq > sent.seq and late.to_dict()["reached"] == names
+    assert listeners[1]["id"] in late.message and "said so late" in late.message
+
+
+async def test_a_local_broadcast_names_a_late_listener_of_another_machine(dashboard, lan_fleet):
+    """The dashboard's own broadcast, b's agent stopped for 1 s: its worker's `sent` names
+    a's listener; b's late report adds b's and counts it on the worker."""
+    lan, _ = lan_fleet
+    text = f"from the teacher, heard late {time.monotonic_ns()}"
+    subnet = lan.hosts["a"].rsplit(".", 1)[0]
+    await until(lambda: dashboard.machine("a").status()["interfaces"]
+                and dashboard.machine("b").status()["interfaces"], "hellos from a and b")
+    listeners = [await dashboard.start({"machine": m, "kind": "listener", "port": 1077})
+                 for m in ("a", "b")]
+    supervisor = dashboard.local.supervisor
+    policy = supervisor.policy  # as `udplab --allow-net` would: the test's own bridge only
+    supervisor.policy = dataclasses.replace(policy, allowed_networks=(
+        ipaddress.ip_network(f"{subnet}.0/24"),))
+    seen = []
+
+    def of_sender(kind: str) -> list:
+        seen.extend(sub.drain()[0])
+        return [e for e in seen if e.worker == sender["id"] and e.type == kind]
+
+    try:
+        with dashboard.bus.subscribe() as sub:
+            async with stopped(running_agent(lan, "b"), 1.0):
+                sender = await dashboard.start({"kind": "broadcast", "port": 1077, "count": 1,
+                                                "host": f"{subnet}.255", "message": text})
+                await until(lambda: of_sender("sent"), "the broadcast", timeout=5)
+            await until(lambda: of_sender("reached"), "b's late report", timeout=5)
+    finally:
+        supervisor.policy = policy
+    [sent] = of_sender("sent")
+    assert sent.reached == [listeners[0]["id"]], "b's report was not late: nothing tested"
+    [late] = of_sender("reached")
+    assert late.reached == sorted(w["id"] for w in listeners)
+    assert late.added == [listeners[1]["id"]] and not hasattr(late, "machine")
+    assert (await dashboard.get(sender["id"]))["counters"]["reached"] == 2
     await dashboard.remove(sender["id"])

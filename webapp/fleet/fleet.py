@@ -44,7 +44,8 @@ class Fleet:
         self.machines: dict[str, Machine] = {local.name: local}
         self.connection: Connection | None = None
         self._states: dict[str, str] = {}  # what the log last said of each machine
-        self.broadcasts = Broadcasts(self.bus, self._addresses)
+        self.broadcasts = Broadcasts(self.bus, self._addresses, local=local.name,
+                                     count=self._count_reached)
         # a local broadcast's `reached` names the other machines' listeners that heard it
         local.supervisor.other_peers = lambda: self.broadcasts.remote_listeners(local.name)
         self._watch: asyncio.Task | None = None
@@ -85,6 +86,12 @@ class Fleet:
             self.bus.publish(wire.MachineChanged(seq=self.bus.next_seq(), time=time.time(),
                                                  worker=name, message=message,
                                                  machine=name, state=state))
+
+    def _count_reached(self, worker_id: str, more: int) -> None:
+        """A local broadcast was heard by `more` listeners whose reports came late."""
+        worker = self.local.supervisor.workers.get(worker_id)
+        if worker is not None and "reached" in worker.counters:
+            worker.counters["reached"] += more
 
     def _reconnected(self) -> None:
         """Connected again to nats-server: ask every agent how far it got, so batches it
