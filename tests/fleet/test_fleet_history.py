@@ -174,3 +174,43 @@ def test_events_published_while_nats_server_was_down_all_reach_the_history(lan_f
     assert sum(m.get("dropped", 0) for m in streamed) == 0, "the stream itself lost some"
     mine = [e for m in streamed for e in m.get("events", []) if e["worker"] == client["id"]]
     assert [e["origin"] for e in mine] == origins, "/api/events differs from the history"
+
+
+def test_a_late_listener_ends_in_the_broadcasts_record(lan_fleet, dashboard_dir):
+    """b's agent is stopped for 1 s around a's broadcast: the sender's record in the history
+    ends with a `reached` event naming both listeners, and its counter counts both."""
+    lan, server = lan_fleet
+    live = start_server(dashboard_dir, args=dashboard_args(server))
+    try:
+        with live.client() as http:
+            wait_for(lambda: {"a", "b"} <= {n for n, m in machines(http).items()
+                                            if m["interfaces"]}, "a and b")
+            listeners = [http.post("/api/workers", json={"machine": m, "kind": "listener",
+                                                         "port": 1089}).json()
+                         for m in ("a", "b")]
+            b = next(a for a in lan.agents if a.name == "b" and a.proc.poll() is None)
+            b.proc.send_signal(signal.SIGSTOP)
+            try:
+                sender = http.post("/api/workers", json={
+                    "machine": "a", "kind": "broadcast", "port": 1089, "count": 1,
+                    "host": f"{lan.hosts['a'].rsplit('.', 1)[0]}.255",
+                    "message": f"late {time.monotonic_ns()}"}).json()
+                time.sleep(1)
+            finally:
+                b.proc.send_signal(signal.SIGCONT)
+
+            def completed():
+                found = history_of(http, sender["id"])
+                events = found[0]["events"] if found else []
+                return found[0] if [e for e in events if e["type"] == "reached"] else None
+            record = wait_for(completed, "the late report in the sender's record")
+            assert http.get(f"/api/workers/{sender['id']}").json()["counters"]["reached"] == 2
+            for listener in listeners:
+                http.delete(f"/api/workers/{listener['id']}")
+    finally:
+        stop_and_check(live)
+    names = sorted(w["id"] for w in listeners)
+    [sent] = [e for e in record["events"] if e["type"] == "sent"]
+    assert sent["reached"] == [listeners[0]["id"]], "b's report was not late: nothing tested"
+    assert record["events"][-1]["type"] == "reached"
+    assert record["events"][-1]["reached"] == names and record["events"][-1]["machine"] == "a"

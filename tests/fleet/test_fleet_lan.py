@@ -379,6 +379,8 @@ async def test_a_subnet_broadcast_reaches_listeners_on_every_machine(dashboard, 
         await until(lambda: len(sent()) == 2, "both broadcasts", timeout=10)
     names = sorted(w["id"] for w in listeners)
     assert [e.reached for e in sent()] == [names, names]
+    # a's worker counted its own listener twice; the fleet counts b's and c's too
+    assert (await dashboard.get(sender["id"]))["counters"]["reached"] == 6
     assert all(e.machine == "a" for e in sent())
     assert names[1] in sent()[0].message and names[2] in sent()[0].message
     heard = [e for e in seen if e.type == "received" and e.worker in names]
@@ -511,6 +513,8 @@ async def test_a_listener_that_reports_late_is_named_in_reached_in_the_end(dashb
     assert late.of == sent.seq and late.machine == "a" and late.text == text
     assert late.seq > sent.seq and late.to_dict()["reached"] == names
     assert listeners[1]["id"] in late.message and "said so late" in late.message
+    # a counted its own listener; the fleet counts b's too
+    assert (await dashboard.get(sender["id"]))["counters"]["reached"] == 2
 
 
 async def test_a_local_broadcast_names_a_late_listener_of_another_machine(dashboard, lan_fleet):

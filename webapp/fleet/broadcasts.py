@@ -99,7 +99,7 @@ class Broadcasts:
         self.window = window
         self.local = local  # the dashboard's own machine's name
         self.late = late
-        self.count = count  # a local broadcast worker's `reached` counter: add `more`
+        self.count = count  # a broadcast worker's `reached` counter: add `more`
         self.heard: collections.deque[_Heard] = collections.deque(maxlen=50_000)
         self.open: collections.deque[_Open] = collections.deque(maxlen=10_000)
         self.held = 0
@@ -166,6 +166,8 @@ class Broadcasts:
         self.held -= 1
         sent = self._opening(event)
         sent.reached.sort()
+        if len(sent.reached) > len(event.reached):  # its agent counted its own machine's
+            self.count(event.worker, len(sent.reached) - len(event.reached))
         head = event.message.split("; heard by ")[0]
         who = ", ".join(sent.reached) if sent.reached else "no worker of the fleet"
         sent.event = dataclasses.replace(event, seq=self.bus.next_seq(),
@@ -213,8 +215,8 @@ class Broadcasts:
                               f"{', '.join(added)} said so late)",
                       text=event.text, of=event.seq, added=added, reached=list(sent.reached))
         machine = getattr(event, "machine", None)
+        self.count(event.worker, len(added))
         if machine is None:
-            self.count(event.worker, len(added))
             self.bus.publish(BroadcastReached(**fields))
         else:
             self.bus.publish(wire.remote_class(BroadcastReached)(

@@ -88,10 +88,15 @@ class Fleet:
                                                  machine=name, state=state))
 
     def _count_reached(self, worker_id: str, more: int) -> None:
-        """A local broadcast was heard by `more` listeners whose reports came late."""
-        worker = self.local.supervisor.workers.get(worker_id)
-        if worker is not None and "reached" in worker.counters:
-            worker.counters["reached"] += more
+        """A broadcast was heard by `more` listeners its worker did not count (of other
+        machines, or whose report came late): its `reached` counter counts them too."""
+        name, _ = wire.split_id(worker_id)
+        if name is None:
+            worker = self.local.supervisor.workers.get(worker_id)
+            if worker is not None and "reached" in worker.counters:
+                worker.counters["reached"] += more
+        elif isinstance(machine := self.machines.get(name), RemoteMachine):
+            machine.add_reached(worker_id, more)
 
     def _reconnected(self) -> None:
         """Connected again to nats-server: ask every agent how far it got, so batches it

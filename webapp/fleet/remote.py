@@ -51,6 +51,9 @@ class RemoteMachine:
         self.met = 0  # batches of this run published before this dashboard met it
         self.received = 0  # events received
         self._workers: dict[str, dict] = {}  # the last known state of its workers
+        # listeners the fleet added to a broadcast worker's `reached` (its agent counts only
+        # its own machine's, by its own wait): added to the worker's counter here
+        self._reached: dict[str, int] = {}
         # Where a restarted dashboard resumes: `resume_from(machine, boot)` is the agent's number
         # of the newest event of that run the history already has (set by the fleet).
         self.resume_from: Callable[[str, str], Awaitable[int]] | None = None
@@ -188,6 +191,8 @@ class RemoteMachine:
                                                     name=f"catch up {self.name}")
 
     def _track(self, event) -> None:
+        if event.type == "removed":
+            self._reached.pop(event.worker, None)
         known = self._workers.get(event.worker)
         if known is None:
             return
@@ -228,9 +233,25 @@ class RemoteMachine:
         return self._workers.get(worker_id)
 
     def _worker(self, raw: dict) -> dict:
-        worker = wire.worker_from_agent(raw, self.name)
+        worker = self._from_agent(raw)
         self._workers[worker["id"]] = worker
         return worker
+
+    def _from_agent(self, raw: dict) -> dict:
+        worker = wire.worker_from_agent(raw, self.name)
+        more = self._reached.get(worker["id"])
+        counters = worker.get("counters")
+        if more and isinstance(counters, dict) and isinstance(counters.get("reached"), int):
+            worker["counters"] = dict(counters, reached=counters["reached"] + more)
+        return worker
+
+    def add_reached(self, worker_id: str, more: int) -> None:
+        """The fleet found `more` listeners (of other machines, or late) that heard a
+        broadcast of `worker_id`: its `reached` counter counts them from now on."""
+        self._reached[worker_id] = self._reached.get(worker_id, 0) + more
+        counters = (self._workers.get(worker_id) or {}).get("counters")
+        if isinstance(counters, dict) and isinstance(counters.get("reached"), int):
+            counters["reached"] += more
 
     async def start(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._worker(await self.request("start", spec=spec))
@@ -254,7 +275,7 @@ class RemoteMachine:
         if self.state == "lost":
             return [dict(w, state="lost") for w in self._workers.values()
                     if w["state"] in ("running", "paused", "lost")]
-        workers = [wire.worker_from_agent(w, self.name) for w in await self.request("workers")]
+        workers = [self._from_agent(w) for w in await self.request("workers")]
         self._workers = {w["id"]: w for w in workers}
         return workers
 
