@@ -132,16 +132,17 @@ def test_events_published_while_nats_server_was_down_all_reach_the_history(lan_f
             wait_for(lambda: machines(http).get("c", {}).get("state") == "up", "c up")
             echo = http.post("/api/workers", json={"machine": "c", "kind": "server",
                                                    "host": lan.hosts["c"], "port": 1087}).json()
-            sink = http.post("/api/workers", json={"machine": "c", "kind": "server",
-                                                   "host": "127.0.0.1", "port": 1088,
-                                                   "reply": "none"}).json()
             client = http.post("/api/workers", json={
                 "machine": "c", "kind": "client", "host": lan.hosts["c"], "port": 1087,
                 "count": 150, "interval": 0.04}).json()
-            http.post("/api/workers", json={"machine": "c", "kind": "spoofer",
-                                            "host": "127.0.0.1", "port": 1088, "count": 6000,
-                                            "interval": 0.001, "message": "z" * 300})
+            sinks = [http.post("/api/workers", json={
+                "machine": "c", "kind": "server", "host": "127.0.0.1", "port": port,
+                "reply": "none"}).json() for port in (1088, 1089)]
             wait_for(lambda: history_of(http, client["id"]), "the client in the history")
+            for port in (1088, 1089):  # two floods through the outage (~2.5 MB/s of rows)
+                http.post("/api/workers", json={
+                    "machine": "c", "kind": "spoofer", "host": "127.0.0.1", "port": port,
+                    "count": 8000, "interval": 0.001, "message": "z" * 300})
             server.stop()
             time.sleep(3)  # ~75 requests and replies while nobody can hear them
             server.start()
@@ -157,7 +158,8 @@ def test_events_published_while_nats_server_was_down_all_reach_the_history(lan_f
                 return events if [e["type"] for e in events].count("stopped") == 1 else None
             events = wait_for(everything, "the client's last event in the history", timeout=20)
             http.delete(f"/api/workers/{echo['id']}")
-            http.delete(f"/api/workers/{sink['id']}")
+            for sink in sinks:
+                http.delete(f"/api/workers/{sink['id']}")
             time.sleep(1)  # the last of /api/events
         reader.join(timeout=5)
     finally:
@@ -186,13 +188,13 @@ def test_a_late_listener_ends_in_the_broadcasts_record(lan_fleet, dashboard_dir)
             wait_for(lambda: {"a", "b"} <= {n for n, m in machines(http).items()
                                             if m["interfaces"]}, "a and b")
             listeners = [http.post("/api/workers", json={"machine": m, "kind": "listener",
-                                                         "port": 1089}).json()
+                                                         "port": 1093}).json()
                          for m in ("a", "b")]
             b = next(a for a in lan.agents if a.name == "b" and a.proc.poll() is None)
             b.proc.send_signal(signal.SIGSTOP)
             try:
                 sender = http.post("/api/workers", json={
-                    "machine": "a", "kind": "broadcast", "port": 1089, "count": 1,
+                    "machine": "a", "kind": "broadcast", "port": 1093, "count": 1,
                     "host": f"{lan.hosts['a'].rsplit('.', 1)[0]}.255",
                     "message": f"late {time.monotonic_ns()}"}).json()
                 time.sleep(1)

@@ -19,13 +19,13 @@ from webapp.fleet.machine import LocalMachine
 from webapp.fleet.remote import RemoteMachine, Unreachable
 
 
-async def until(predicate, what: str, timeout: float = 10.0) -> None:
+async def until(predicate, what: str, timeout: float = 10.0, state=lambda: "") -> None:
     try:
         async with asyncio.timeout(timeout):
             while not predicate():
                 await asyncio.sleep(0.05)
     except TimeoutError:
-        pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        pytest.fail(f"timed out after {timeout} s waiting for {what} {state()}")
 
 
 @pytest.fixture
@@ -246,11 +246,15 @@ async def test_agents_and_dashboard_reconnect_after_nats_server_restarts(dashboa
     lan, server = lan_fleet
     machine = dashboard.machine("a")
     boot = machine.boot
-    # a worker keeps talking meanwhile, more than the client's 2 MiB buffer holds offline
-    await dashboard.start({"machine": "a", "kind": "server", "host": "127.0.0.1",
-                           "port": 1068, "reply": "none"})
-    await dashboard.start({"machine": "a", "kind": "spoofer", "host": "127.0.0.1", "port": 1068,
-                           "count": 6000, "interval": 0.001, "message": "z" * 300})
+    # workers keep talking meanwhile, more than the client's 2 MiB buffer holds offline
+    # (two floods through the outage: ~2.5 MB/s of rows, and the CPU is shared)
+    for port in (1068, 1069):
+        await dashboard.start({"machine": "a", "kind": "server", "host": "127.0.0.1",
+                               "port": port, "reply": "none"})
+    for port in (1068, 1069):
+        await dashboard.start({"machine": "a", "kind": "spoofer", "host": "127.0.0.1",
+                               "port": port, "count": 8000, "interval": 0.001,
+                               "message": "z" * 300})
     server.stop()
     await asyncio.sleep(3)
     server.start()
@@ -269,8 +273,12 @@ async def test_agents_and_dashboard_reconnect_after_nats_server_restarts(dashboa
     assert machine.boot == boot and machine.state == "up"  # the same run of the agent
     assert all(a.proc.poll() is None for a in lan.agents if a.name == "a")
     # what could not be sent while offline is a gap the dashboard asks a for again: none lost
-    await until(lambda: machine.missed > 0 and machine.batch >= machine.sequence.top,
-                "the gap in a's batches filled", timeout=10)
+    sequence = machine.sequence
+    await until(lambda: machine.missed > 0 and machine.batch >= sequence.top,
+                "the gap in a's batches filled", timeout=10,
+                state=lambda: f"missed {sequence.missed}, batch {sequence.batch}, top "
+                f"{sequence.top}, held {sorted(sequence.held)[:5]}…, recovered "
+                f"{sequence.recovered}, lost {sequence.lost}")
     assert machine.sequence.recovered > 0 and machine.sequence.lost == 0
     logged = [a.stderr() for a in lan.agents if a.name == "a"][-1]
     assert "reconnecting" in logged and "connected again" in logged, logged
