@@ -29,8 +29,8 @@ log = logging.getLogger("udplab.agent")
 FLUSH = 0.05  # seconds between event batches at most
 HEARTBEAT = 2.0  # seconds between hellos; the dashboard calls a machine lost after 10 s
 BATCH_BYTES = 256 * 1024  # a message's events at most (nats-server's max_payload is 1 MiB)
-# A restarted dashboard asks for the batches it missed (`replay`): the agent keeps its recent
-# ones. Agent-side buffers rather than JetStream: the plain nats-server 2.9 config that
+# A restarted dashboard, or one that sees a gap in the batch numbers (nats-server was away),
+# asks for the batches it missed (`replay`): the agent keeps its recent ones. Agent-side buffers rather than JetStream: the plain nats-server 2.9 config that
 # `fleet init` writes needs no stream, storage or extra permissions, and the agent, which
 # numbers its own batches, already knows what to resend. The buffer is bounded by bytes.
 REPLAY_BYTES = 32 * 1024 * 1024
