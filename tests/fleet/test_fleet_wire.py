@@ -2,11 +2,12 @@
 
 import asyncio
 import json
+import time
 
 import pytest
 
 from webapp.engine import BadSpec, Conflict, EngineError, EventBus, Supervisor, UnknownWorker
-from webapp.engine.events import BroadcastSent, Received, Sent, Stopped
+from webapp.engine.events import BroadcastSent, Event, Received, Sent, Stopped
 from webapp.fleet import wire
 from webapp.fleet.fleet import Fleet
 from webapp.fleet.machine import LocalMachine, Machine
@@ -210,3 +211,46 @@ async def test_both_machines_are_machines_and_the_local_one_is_the_default():
         with pytest.raises(UnknownWorker):
             await fleet.get("b:server-1")
         assert (await fleet.stop(worker["id"]))["state"] == "stopped"
+
+
+async def test_a_late_report_completes_a_broadcast_once_and_only_within_its_window():
+    from webapp.fleet.broadcasts import Broadcasts
+
+    bus = EventBus()
+    counted = []
+    broadcasts = Broadcasts(bus, lambda name: {"198.18.50.2"}, 0.01, late=0.3,
+                            count=lambda worker, more: counted.append((worker, more)))
+    now = time.time()
+
+    def sent(text: str) -> Event:
+        return wire.event_from_agent(BroadcastSent(
+            seq=1, time=now, worker="broadcast-1", message=f"Broadcast {text!r}; heard by x",
+            local=("198.18.50.2", 5000), peer=("198.18.50.255", 1060), size=1, text=text,
+            reached=["listener-1"]).to_dict(), "a", bus.next_seq(), "boot-a")
+
+    def received(machine: str, text: str, late: float = 0.0, port: int = 5000) -> Event:
+        return wire.event_from_agent(Received(
+            seq=1, time=now + late, worker="listener-1", message="m", local=("0.0.0.0", 1060),
+            peer=("198.18.50.2", port), size=1, text=text).to_dict(), machine, bus.next_seq())
+
+    with bus.subscribe() as sub:
+        broadcasts.hold(received("a", "one"))  # a's own listener, already in its reached
+        assert broadcasts.hold(sent("one")) and broadcasts.hold(sent("one"))  # sent twice
+        await asyncio.sleep(0.05)
+        broadcasts.hear(received("b", "one", late=0.6))  # b read the first late
+        broadcasts.hear(received("b", "two", late=0.6))  # another text: not this broadcast
+        broadcasts.hear(received("c", "one", port=5001, late=0.6))  # another sender's port
+        broadcasts.hear(received("b", "one", late=0.7))  # and then the second
+        await asyncio.sleep(0.35)
+        broadcasts.hear(received("c", "one", late=1.0))  # after the window: too late
+        events, _ = sub.drain()
+    first, second, late_first, late_second = events
+    assert (first.type, second.type) == ("sent", "sent")
+    assert first.reached == ["a:listener-1"] and second.reached == ["a:listener-1"]
+    assert late_first.type == "reached" and late_first.of == first.seq
+    assert late_first.added == ["b:listener-1"]
+    assert late_first.reached == ["a:listener-1", "b:listener-1"]
+    assert late_second.of == second.seq and late_second.reached == late_first.reached
+    assert late_first.machine == "a" and late_first.worker == "a:broadcast-1"
+    assert "b:listener-1 said so late" in late_first.message
+    assert counted == [("a:broadcast-1", 1), ("a:broadcast-1", 1)]
