@@ -254,3 +254,33 @@ async def test_a_late_report_completes_a_broadcast_once_and_only_within_its_wind
     assert late_first.machine == "a" and late_first.worker == "a:broadcast-1"
     assert "b:listener-1 said so late" in late_first.message
     assert counted == [("a:broadcast-1", 1), ("a:broadcast-1", 1)]
+
+
+async def test_once_reconnected_the_dashboard_asks_every_agent_how_far_it_got():
+    """Batches an agent published while the dashboard was away from nats-server (its own
+    reconnect came later) are asked for at once, not at the agent's next hello."""
+    from webapp.fleet.config import Creds
+    from webapp.fleet.connection import Connection
+
+    async with Supervisor() as supervisor:
+        fleet = Fleet(LocalMachine(supervisor))
+        machine = fleet.machines["b"] = RemoteMachine("b", nc=None, bus=fleet.bus)
+        agent = FakeAgent(machine)
+        asked = []
+
+        async def request(verb: str, **args) -> dict:
+            asked.append(verb)
+            return {"boot": "x", "batches": len(agent.batches), "total": agent.total}
+        machine.request = request
+        connection = Connection("nats://127.0.0.1:4222", Creds("dashboard", "secret"),
+                                name="test")
+        connection.on_reconnect.append(fleet._reconnected)
+        with fleet.bus.subscribe() as sub:
+            machine.receive_events(agent.batch(1))
+            agent.batch(3)  # published while this dashboard was not connected
+            await connection._reconnected()
+            await settle(machine)
+            events, _ = sub.drain()
+    assert asked == ["hello"] and agent.asked == [(2, 3)]
+    assert [int(e.text) for e in events if e.type == "sent"] == [1, 2, 3, 4]
+    assert events[-1].message == "Machine b: 3 event(s) of the outage recovered from b's buffer"
