@@ -139,7 +139,7 @@ class RemoteMachine:
         """Ask how it is (after this dashboard reconnected): a gap shows, and is asked for."""
         try:
             self.receive_hello(await self.request("hello"))
-        except EngineError as exc:  # gone meanwhile: its hellos will say when it is back
+        except Exception as exc:  # gone (or disconnected) again: its hellos will tell
             log.info("machine %s: no answer after reconnecting: %s", self.name, exc)
 
     def _receive_replayed(self, batch: dict[str, Any]) -> None:
@@ -185,6 +185,7 @@ class RemoteMachine:
         first = self.boot is None
         self.met = sent_before if first else 0
         self.boot = boot
+        self._reached.clear()  # a new run numbers its workers from 1 again
         self.sequence.restart(boot, self.met, total if first else 0)
         if first and sent_before > 0 and self.nc is not None:
             self._catching_up = asyncio.create_task(self._catch_up(boot, sent_before + 1),
