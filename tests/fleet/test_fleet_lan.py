@@ -2,6 +2,7 @@
 this test made, driven from an in-process `Fleet` (the dashboard's side) over nats-server."""
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import signal
@@ -18,13 +19,13 @@ from webapp.fleet.machine import LocalMachine
 from webapp.fleet.remote import RemoteMachine, Unreachable
 
 
-async def until(predicate, what: str, timeout: float = 10.0) -> None:
+async def until(predicate, what: str, timeout: float = 10.0, state=lambda: "") -> None:
     try:
         async with asyncio.timeout(timeout):
             while not predicate():
                 await asyncio.sleep(0.05)
     except TimeoutError:
-        pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        pytest.fail(f"timed out after {timeout} s waiting for {what} {state()}")
 
 
 @pytest.fixture
@@ -243,13 +244,24 @@ async def test_a_cut_cable_makes_a_machine_lost_and_its_workers_are_adopted_back
 
 async def test_agents_and_dashboard_reconnect_after_nats_server_restarts(dashboard, lan_fleet):
     lan, server = lan_fleet
-    machine = dashboard.machine("a")
+    # a fresh run of c: the flood's kept batches stay out of a's memory (its RSS is measured)
+    for old in [a for a in lan.agents if a.name == "c"]:
+        old.stop()
+    agent = lan.agent(server, "c")
+    await until(lambda: "c" in dashboard.machines
+                and dashboard.machine("c").status()["state"] == "up", "c up")
+    machine = dashboard.machine("c")
+    await until(lambda: machine.hello.get("boot") == machine.boot is not None, "c's new run")
     boot = machine.boot
-    # a worker keeps talking meanwhile, more than the client's 2 MiB buffer holds offline
-    await dashboard.start({"machine": "a", "kind": "server", "host": "127.0.0.1",
-                           "port": 1068, "reply": "none"})
-    await dashboard.start({"machine": "a", "kind": "spoofer", "host": "127.0.0.1", "port": 1068,
-                           "count": 6000, "interval": 0.001, "message": "z" * 300})
+    # workers keep talking meanwhile, more than the client's 2 MiB buffer holds offline
+    # (two floods through the outage: ~2.5 MB/s of rows, and the CPU is shared)
+    for port in (1068, 1069):
+        await dashboard.start({"machine": "c", "kind": "server", "host": "127.0.0.1",
+                               "port": port, "reply": "none"})
+    for port in (1068, 1069):
+        await dashboard.start({"machine": "c", "kind": "spoofer", "host": "127.0.0.1",
+                               "port": port, "count": 8000, "interval": 0.001,
+                               "message": "z" * 300})
     server.stop()
     await asyncio.sleep(3)
     server.start()
@@ -260,16 +272,22 @@ async def test_agents_and_dashboard_reconnect_after_nats_server_restarts(dashboa
             workers = await machine.workers()
             break
         except Unreachable:
-            assert time.monotonic() < deadline, "a never answered after the restart"
+            assert time.monotonic() < deadline, "c never answered after the restart"
             await asyncio.sleep(0.5)
     assert isinstance(workers, list)
     seen = machine.seen
-    await until(lambda: machine.seen > seen + 1, "a hello after the restart")
+    await until(lambda: machine.seen > seen + 1, "a hello from c after the restart")
     assert machine.boot == boot and machine.state == "up"  # the same run of the agent
-    assert all(a.proc.poll() is None for a in lan.agents if a.name == "a")
-    # what could not be sent while offline is a gap the dashboard counts and says
-    await until(lambda: machine.missed > 0, "the gap in a's batches", timeout=10)
-    logged = [a.stderr() for a in lan.agents if a.name == "a"][-1]
+    assert agent.proc.poll() is None, agent.stderr()
+    # what could not be sent while offline is a gap the dashboard asks c for again: none lost
+    sequence = machine.sequence
+    await until(lambda: machine.missed > 0 and machine.batch >= sequence.top,
+                "the gap in c's batches filled", timeout=10,
+                state=lambda: f"missed {sequence.missed}, batch {sequence.batch}, top "
+                f"{sequence.top}, held {sorted(sequence.held)[:5]}…, recovered "
+                f"{sequence.recovered}, lost {sequence.lost}")
+    assert machine.sequence.recovered > 0 and machine.sequence.lost == 0
+    logged = agent.stderr()
     assert "reconnecting" in logged and "connected again" in logged, logged
 
 
@@ -376,6 +394,8 @@ async def test_a_subnet_broadcast_reaches_listeners_on_every_machine(dashboard, 
         await until(lambda: len(sent()) == 2, "both broadcasts", timeout=10)
     names = sorted(w["id"] for w in listeners)
     assert [e.reached for e in sent()] == [names, names]
+    # a's worker counted its own listener twice; the fleet counts b's and c's too
+    assert (await dashboard.get(sender["id"]))["counters"]["reached"] == 6
     assert all(e.machine == "a" for e in sent())
     assert names[1] in sent()[0].message and names[2] in sent()[0].message
     heard = [e for e in seen if e.type == "received" and e.worker in names]
@@ -455,4 +475,96 @@ async def test_a_local_broadcast_names_the_listeners_of_other_machines(dashboard
         supervisor.policy = policy
     assert sent()[0].reached == sorted(w["id"] for w in listeners)
     assert listeners[0]["id"] in sent()[0].message
+    await dashboard.remove(sender["id"])
+
+
+@contextlib.asynccontextmanager
+async def stopped(agent, seconds: float):
+    """The agent's process stopped (SIGSTOP) while the block runs and `seconds` after it
+    began: a loaded machine whose listener reads, and reports, late."""
+    began = time.monotonic()
+    agent.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - began)))
+    finally:
+        agent.proc.send_signal(signal.SIGCONT)
+
+
+def running_agent(lan, name: str):
+    return next(a for a in lan.agents if a.name == name and a.proc.poll() is None)
+
+
+async def test_a_listener_that_reports_late_is_named_in_reached_in_the_end(dashboard,
+                                                                          lan_fleet):
+    """b's agent is stopped for 1 s around a's subnet broadcast, so a's `sent` enters the
+    bus before b's listener has read the datagram; when b's report comes, a `reached` event
+    completes the broadcast: it names b's listener too, and the whole list."""
+    lan, _ = lan_fleet
+    text = f"heard late {time.monotonic_ns()}"
+    await until(lambda: dashboard.machine("a").status()["interfaces"], "a hello from a")
+    listeners = [await dashboard.start({"machine": m, "kind": "listener", "port": 1076})
+                 for m in ("a", "b")]
+    names = sorted(w["id"] for w in listeners)
+    seen = []
+
+    def of_sender(kind: str) -> list:
+        seen.extend(sub.drain()[0])
+        return [e for e in seen if e.worker == sender["id"] and e.type == kind]
+
+    with dashboard.bus.subscribe() as sub:
+        async with stopped(running_agent(lan, "b"), 1.0):
+            sender = await dashboard.start({"machine": "a", "kind": "broadcast",
+                                            "host": f"{lan.hosts['a'].rsplit('.', 1)[0]}.255",
+                                            "port": 1076, "count": 1, "message": text})
+            await until(lambda: of_sender("sent"), "a's broadcast", timeout=5)
+        await until(lambda: of_sender("reached"), "b's late report", timeout=5)
+        await asyncio.sleep(0.3)
+        of_sender("reached")
+    [sent] = of_sender("sent")
+    assert sent.reached == [listeners[0]["id"]], "b's report was not late: nothing tested"
+    [late] = of_sender("reached")
+    assert late.reached == names and late.added == [listeners[1]["id"]]
+    assert late.of == sent.seq and late.machine == "a" and late.text == text
+    assert late.seq > sent.seq and late.to_dict()["reached"] == names
+    assert listeners[1]["id"] in late.message and "said so late" in late.message
+    # a counted its own listener; the fleet counts b's too
+    assert (await dashboard.get(sender["id"]))["counters"]["reached"] == 2
+
+
+async def test_a_local_broadcast_names_a_late_listener_of_another_machine(dashboard, lan_fleet):
+    """The dashboard's own broadcast, b's agent stopped for 1 s: its worker's `sent` names
+    a's listener; b's late report adds b's and counts it on the worker."""
+    lan, _ = lan_fleet
+    text = f"from the teacher, heard late {time.monotonic_ns()}"
+    subnet = lan.hosts["a"].rsplit(".", 1)[0]
+    await until(lambda: dashboard.machine("a").status()["interfaces"]
+                and dashboard.machine("b").status()["interfaces"], "hellos from a and b")
+    listeners = [await dashboard.start({"machine": m, "kind": "listener", "port": 1077})
+                 for m in ("a", "b")]
+    supervisor = dashboard.local.supervisor
+    policy = supervisor.policy  # as `udplab --allow-net` would: the test's own bridge only
+    supervisor.policy = dataclasses.replace(policy, allowed_networks=(
+        ipaddress.ip_network(f"{subnet}.0/24"),))
+    seen = []
+
+    def of_sender(kind: str) -> list:
+        seen.extend(sub.drain()[0])
+        return [e for e in seen if e.worker == sender["id"] and e.type == kind]
+
+    try:
+        with dashboard.bus.subscribe() as sub:
+            async with stopped(running_agent(lan, "b"), 1.0):
+                sender = await dashboard.start({"kind": "broadcast", "port": 1077, "count": 1,
+                                                "host": f"{subnet}.255", "message": text})
+                await until(lambda: of_sender("sent"), "the broadcast", timeout=5)
+            await until(lambda: of_sender("reached"), "b's late report", timeout=5)
+    finally:
+        supervisor.policy = policy
+    [sent] = of_sender("sent")
+    assert sent.reached == [listeners[0]["id"]], "b's report was not late: nothing tested"
+    [late] = of_sender("reached")
+    assert late.reached == sorted(w["id"] for w in listeners)
+    assert late.added == [listeners[1]["id"]] and not hasattr(late, "machine")
+    assert (await dashboard.get(sender["id"]))["counters"]["reached"] == 2
     await dashboard.remove(sender["id"])

@@ -29,8 +29,8 @@ log = logging.getLogger("udplab.agent")
 FLUSH = 0.05  # seconds between event batches at most
 HEARTBEAT = 2.0  # seconds between hellos; the dashboard calls a machine lost after 10 s
 BATCH_BYTES = 256 * 1024  # a message's events at most (nats-server's max_payload is 1 MiB)
-# A restarted dashboard asks for the batches it missed (`replay`): the agent keeps its recent
-# ones. Agent-side buffers rather than JetStream: the plain nats-server 2.9 config that
+# A restarted dashboard, or one that sees a gap in the batch numbers (nats-server was away),
+# asks for the batches it missed (`replay`): the agent keeps its recent ones. Agent-side buffers rather than JetStream: the plain nats-server 2.9 config that
 # `fleet init` writes needs no stream, storage or extra permissions, and the agent, which
 # numbers its own batches, already knows what to resend. The buffer is bounded by bytes.
 REPLAY_BYTES = 32 * 1024 * 1024
@@ -48,6 +48,7 @@ class Agent:
         self.heartbeat = heartbeat
         self.boot = secrets.token_hex(8)  # tells the dashboard this is a new run of the agent
         self.batches = 0
+        self.total = 0  # events put in batches: lets the dashboard count exactly what it lost
         self.unsent = 0  # batches that could not be handed to NATS (its buffer full, offline)
         self.started = time.time()
         self._subscription = machine.supervisor.bus.subscribe(maxlen=100_000)
@@ -76,6 +77,7 @@ class Agent:
         status = self.machine.status()
         return {"machine": self.name, "boot": self.boot, "version": __version__,
                 "started": self.started, "time": time.time(), "batches": self.batches,
+                "total": self.total,
                 "workers": status["workers"], "interfaces": status["interfaces"]}
 
     async def subscribe(self) -> None:
@@ -142,8 +144,9 @@ class Agent:
 
     async def _publish_batch(self, events: list[bytes], dropped: int) -> None:
         self.batches += 1
+        self.total += len(events)
         head = wire.dumps({"machine": self.name, "boot": self.boot, "seq": self.batches,
-                           "dropped": dropped})
+                           "total": self.total, "dropped": dropped})
         body = head[:-1] + b',"events":[' + b",".join(events) + b"]}"
         self.kept.append((self.batches, body))
         self.kept_bytes += len(body)
@@ -156,7 +159,8 @@ class Agent:
 
     async def replay(self, args: dict) -> dict[str, Any]:
         """Publish again the kept batches numbered `first` ≤ seq < `before` of run `boot`
-        (marked `replay`), in order; how many, and the oldest kept."""
+        (marked `replay`), in order; how many, and the oldest kept. The dashboard asks when
+        it met this run late (it restarted) and whenever it sees a gap in the numbers."""
         first, before = args.get("first"), args.get("before")
         if not isinstance(first, int) or not isinstance(before, int):
             raise BadSpec("replay needs the numbers 'first' and 'before'")

@@ -26,6 +26,7 @@ class Connection:
         self.nc: nats.NATS | None = None
         self.refused: asyncio.Future | None = None
         self.closing = False
+        self.on_reconnect: list[Callable[[], None]] = []  # called once connected again
 
     async def _error(self, exc: Exception) -> None:
         text = str(exc).lower()
@@ -47,6 +48,8 @@ class Connection:
 
     async def _reconnected(self) -> None:
         self.say(f"connected again to nats-server at {self.url}")
+        for hook in self.on_reconnect:
+            hook()
 
     def _tls(self) -> ssl.SSLContext:
         """Trust --tls-ca if given, else the certificate fleet init put in the credentials

@@ -45,11 +45,13 @@ class Fleet:
         self.machines: dict[str, Machine] = {local.name: local}
         self.connection: Connection | None = None
         self._states: dict[str, str] = {}  # what the log last said of each machine
-        self.broadcasts = Broadcasts(self.bus, self._addresses)
+        self.broadcasts = Broadcasts(self.bus, self._addresses, local=local.name,
+                                     count=self._count_reached)
         # a local broadcast's `reached` names the other machines' listeners that heard it
         local.supervisor.other_peers = lambda: self.broadcasts.remote_listeners(local.name)
         self._watch: asyncio.Task | None = None
         self._hear: asyncio.Task | None = None
+        self._checks: set[asyncio.Task] = set()
 
     async def join(self, connection: "Connection") -> None:
         """Listen to every agent's hellos and events on an open connection."""
@@ -59,6 +61,7 @@ class Fleet:
         await nc.subscribe(subject("*", "events"), cb=self._events)
         await nc.flush()
         await connection.check_refused()
+        connection.on_reconnect.append(self._reconnected)
         self._watch = asyncio.create_task(self._watch_machines(), name="fleet watch")
         self._hear = asyncio.create_task(self.broadcasts.hear_local(), name="fleet broadcasts")
 
@@ -84,6 +87,26 @@ class Fleet:
             self.bus.publish(wire.MachineChanged(seq=self.bus.next_seq(), time=time.time(),
                                                  worker=name, message=message,
                                                  machine=name, state=state))
+
+    def _count_reached(self, worker_id: str, more: int) -> None:
+        """A broadcast was heard by `more` listeners its worker did not count (of other
+        machines, or whose report came late): its `reached` counter counts them too."""
+        name, _ = wire.split_id(worker_id)
+        if name is None:
+            worker = self.local.supervisor.workers.get(worker_id)
+            if worker is not None and "reached" in worker.counters:
+                worker.counters["reached"] += more
+        elif isinstance(machine := self.machines.get(name), RemoteMachine):
+            machine.add_reached(worker_id, more)
+
+    def _reconnected(self) -> None:
+        """Connected again to nats-server: ask every agent how far it got, so batches it
+        published meanwhile (while this dashboard was away) are asked for at once."""
+        for machine in list(self.machines.values()):
+            if isinstance(machine, RemoteMachine):
+                task = asyncio.create_task(machine.check_in(), name=f"check {machine.name}")
+                self._checks.add(task)
+                task.add_done_callback(self._checks.discard)
 
     def _remote(self, msg: "Msg") -> RemoteMachine | None:
         # The subject is what nats-server let the sender publish on: it names the machine,
@@ -241,7 +264,7 @@ class Fleet:
 
     async def close(self) -> None:
         """Leave the fleet (the local machine's workers are the supervisor's to stop)."""
-        for task in (self._watch, self._hear):
+        for task in (self._watch, self._hear, *self._checks):
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task])

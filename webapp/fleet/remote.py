@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from webapp.engine import EngineError, EventBus
 from webapp.fleet import wire
 from webapp.fleet.config import subject
+from webapp.fleet.sequence import Sequence
 
 if TYPE_CHECKING:  # the dashboard without --nats never loads the NATS client
     import nats
@@ -44,10 +45,15 @@ class RemoteMachine:
         self.seen = 0.0  # when we last heard from it (hello, events or a reply)
         self.hello: dict[str, Any] = {}
         self.boot: str | None = None
-        self.batch = 0  # the last event batch's number in this boot
-        self.missed = 0  # event batches that never arrived (a gap in the numbers)
+        # this run's batches in order and each once; gaps asked for again (sequence.py)
+        self.sequence = Sequence(name, deliver=self._deliver, say=self._say,
+                                 ask=self._ask if nc is not None else None)
+        self.met = 0  # batches of this run published before this dashboard met it
         self.received = 0  # events received
         self._workers: dict[str, dict] = {}  # the last known state of its workers
+        # listeners the fleet added to a broadcast worker's `reached` (its agent counts only
+        # its own machine's, by its own wait): added to the worker's counter here
+        self._reached: dict[str, int] = {}
         # Where a restarted dashboard resumes: `resume_from(machine, boot)` is the agent's number
         # of the newest event of that run the history already has (set by the fleet).
         self.resume_from: Callable[[str, str], Awaitable[int]] | None = None
@@ -63,36 +69,78 @@ class RemoteMachine:
 
     # --- what the agent sends unasked ------------------------------------------------------
 
+    @property
+    def batch(self) -> int:
+        """The last of this run's batches that went in (or was given up)."""
+        return self.sequence.batch
+
+    @property
+    def missed(self) -> int:
+        """This run's batches that did not come when published (recovered or lost)."""
+        return self.sequence.missed
+
     def receive_hello(self, hello: dict[str, Any]) -> None:
-        """A heartbeat: the agent is alive, which run of it, its addresses."""
+        """A heartbeat (or the answer to `hello`): the agent is alive, which run of it, its
+        addresses, and how many batches it has published."""
         self.seen = time.time()
         self.hello = hello
         batches = hello.get("batches")
         if isinstance(batches, int):
-            self._new_boot(hello.get("boot"), batches)
-            # NATS keeps one publisher's order: every batch numbered up to `batches` that was
-            # sent has arrived before this hello, so the rest never will
-            self._arrived(batches)
+            self._new_boot(hello.get("boot"), batches, hello.get("total"))
+            if hello.get("boot") == self.boot:
+                self.sequence.counted(batches, hello.get("total"))
 
     def receive_events(self, batch: dict[str, Any]) -> None:
-        """A batch of events: each enters the bus as an event of this machine (never awaits)."""
+        """A batch of events: in order, its events enter the bus as events of this machine
+        (never awaits)."""
         self.seen = time.time()
         seq = batch.get("seq")
-        bus = self.bus
-        if batch.get("replay"):
-            self._receive_replayed(batch)
+        if not isinstance(seq, int):  # not numbered: nothing to order it by
+            self._deliver(batch, False)
             return
-        if isinstance(seq, int):
-            self._new_boot(batch.get("boot"), seq - 1)
-            self._arrived(seq - 1)
-            self.batch = max(self.batch, seq)
+        if batch.get("replay"):
+            if seq > self.met:
+                self.sequence.replayed(batch)  # asked for, to fill a gap
+            else:
+                self._receive_replayed(batch)  # from before we met: what the history lacks
+            return
+        total = batch.get("total")
+        if isinstance(total, int):
+            total -= len(batch.get("events") or ())
+        self._new_boot(batch.get("boot"), seq - 1, total)
+        if batch.get("boot") == self.boot:
+            self.sequence.live(batch)
+
+    def _deliver(self, batch: dict[str, Any], replayed: bool) -> int:
+        """A batch's events onto the bus, in order; how many."""
+        bus = self.bus
+        count = 0
         for raw in batch.get("events") or ():
             if isinstance(raw, dict):
                 event = wire.event_from_agent(raw, self.name, bus.next_seq(), self.boot or "")
                 if self.hold is None or not self.hold(event):
                     bus.publish(event)
-                self.received += 1
+                count += 1
                 self._track(event)
+        self.received += count
+        return count
+
+    def _say(self, line: str) -> None:
+        bus = self.bus
+        bus.publish(wire.MachineChanged(seq=bus.next_seq(), time=time.time(), worker=self.name,
+                                        machine=self.name, state=self.state, message=line))
+
+    async def _ask(self, first: int, before: int) -> dict[str, Any]:
+        """Ask this run of the agent to publish its batches `first` ≤ seq < `before` again."""
+        return await self.request("replay", boot=self.sequence.boot, first=first,
+                                  before=before)
+
+    async def check_in(self) -> None:
+        """Ask how it is (after this dashboard reconnected): a gap shows, and is asked for."""
+        try:
+            self.receive_hello(await self.request("hello"))
+        except Exception as exc:  # gone (or disconnected) again: its hellos will tell
+            log.info("machine %s: no answer after reconnecting: %s", self.name, exc)
 
     def _receive_replayed(self, batch: dict[str, Any]) -> None:
         """A batch sent again on our asking: its events that the history does not have."""
@@ -120,39 +168,32 @@ class RemoteMachine:
             log.warning("machine %s: could not replay its recent events: %s", self.name, exc)
 
     def catching_up(self) -> "asyncio.Future | None":
-        """The replay in progress, cancelled (for closing): something to await, or None."""
+        """The replays in progress, cancelled (for closing): something to await, or None."""
+        waits = [w for w in (self.sequence.cancel(),) if w is not None]
         task = self._catching_up
-        if task is None or task.done():
-            return None
-        task.cancel()
-        return asyncio.wait([task])
+        if task is not None and not task.done():
+            task.cancel()
+            waits.append(asyncio.wait([task]))
+        return asyncio.gather(*waits) if waits else None
 
-    def _arrived(self, last: int) -> None:
-        """Batches up to `last` are in (or never will be): count and say any gap."""
-        if last <= self.batch:
-            return
-        gap, self.batch = last - self.batch, last
-        self.missed += gap
-        bus = self.bus
-        bus.publish(wire.MachineChanged(
-            seq=bus.next_seq(), time=time.time(), worker=self.name, machine=self.name,
-            state="up", message=f"Machine {self.name}: {gap} batch(es) of events never "
-            "arrived (it was cut off from nats-server for a while); its counters still "
-            "count everything"))
-
-    def _new_boot(self, boot: Any, sent_before: int) -> None:
+    def _new_boot(self, boot: Any, sent_before: int, total: Any) -> None:
         """Gaps count from the first batch heard (what an agent sent before the dashboard
-        joined is not missed), and from 0 again when the agent restarts (a new boot)."""
+        joined is not missed, but replayed from what the history lacks), and from 0 again
+        when the agent restarts (a new boot)."""
         if not isinstance(boot, str) or boot == self.boot:
             return
         first = self.boot is None
-        self.batch = sent_before if first else 0
+        self.met = sent_before if first else 0
         self.boot = boot
+        self._reached.clear()  # a new run numbers its workers from 1 again
+        self.sequence.restart(boot, self.met, total if first else 0)
         if first and sent_before > 0 and self.nc is not None:
             self._catching_up = asyncio.create_task(self._catch_up(boot, sent_before + 1),
                                                     name=f"catch up {self.name}")
 
     def _track(self, event) -> None:
+        if event.type == "removed":
+            self._reached.pop(event.worker, None)
         known = self._workers.get(event.worker)
         if known is None:
             return
@@ -193,9 +234,25 @@ class RemoteMachine:
         return self._workers.get(worker_id)
 
     def _worker(self, raw: dict) -> dict:
-        worker = wire.worker_from_agent(raw, self.name)
+        worker = self._from_agent(raw)
         self._workers[worker["id"]] = worker
         return worker
+
+    def _from_agent(self, raw: dict) -> dict:
+        worker = wire.worker_from_agent(raw, self.name)
+        more = self._reached.get(worker["id"])
+        counters = worker.get("counters")
+        if more and isinstance(counters, dict) and isinstance(counters.get("reached"), int):
+            worker["counters"] = dict(counters, reached=counters["reached"] + more)
+        return worker
+
+    def add_reached(self, worker_id: str, more: int) -> None:
+        """The fleet found `more` listeners (of other machines, or late) that heard a
+        broadcast of `worker_id`: its `reached` counter counts them from now on."""
+        self._reached[worker_id] = self._reached.get(worker_id, 0) + more
+        counters = (self._workers.get(worker_id) or {}).get("counters")
+        if isinstance(counters, dict) and isinstance(counters.get("reached"), int):
+            counters["reached"] += more
 
     async def start(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._worker(await self.request("start", spec=spec))
@@ -219,7 +276,7 @@ class RemoteMachine:
         if self.state == "lost":
             return [dict(w, state="lost") for w in self._workers.values()
                     if w["state"] in ("running", "paused", "lost")]
-        workers = [wire.worker_from_agent(w, self.name) for w in await self.request("workers")]
+        workers = [self._from_agent(w) for w in await self.request("workers")]
         self._workers = {w["id"]: w for w in workers}
         return workers
 
