@@ -71,6 +71,67 @@ def pin(pid: int, cpus: str) -> None:
                    stdout=subprocess.DEVNULL, timeout=10)
 
 
+# How udplab is placed on the two CPUs (issue 17), printed in every table that uses it:
+# - `shared`: the whole process (every thread) on the CPU of the book's server / the UDP
+#   load, as before issue 17: the UDP path and the web work share one core;
+# - `split`: the threads that read UDP sockets (named `udp:<worker>`, see
+#   webapp/engine/workers/reader.py) on that CPU, the rest of udplab (the event loop: web,
+#   events, pages) on the other one: "the UDP path on its own core".
+PINNINGS = ("shared", "split")
+UDP_THREAD = "udp:"
+
+
+def threads(pid: int) -> dict[int, str]:
+    """Thread id -> name (comm) of every thread of `pid`."""
+    out = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                out[int(task)] = f.read().strip()
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return out
+
+
+def place(pid: int, pinning: str, udp_cpu: str, rest_cpu: str, wait: float = 3.0) -> int:
+    """Apply `pinning` to a running udplab: for `split`, wait (bounded) for its UDP threads
+    (a worker's thread starts on its first datagram) and pin them to `udp_cpu`, every other
+    thread to `rest_cpu`. `shared` leaves the start-up pinning (all on `udp_cpu`). The number
+    of UDP threads found."""
+    if pinning == "shared":
+        return 0
+    found = wait_for(lambda: [t for t, n in threads(pid).items() if n.startswith(UDP_THREAD)],
+                     wait)
+    if not found:
+        raise RuntimeError("split pinning: udplab has no udp:* thread (a udplab without "
+                           "issue 17's reader threads cannot be split; use --pinning shared)")
+    for tid, name in threads(pid).items():
+        cpus = udp_cpu if name.startswith(UDP_THREAD) else rest_cpu
+        subprocess.run(["taskset", "-p", "-c", cpus, str(tid)], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+    return len(found)
+
+
+def prime(port: int) -> None:
+    """One datagram to a worker on 127.0.0.1:`port`, so its reader thread starts."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"prime", ("127.0.0.1", port))
+
+
+def pinning_note(pinning: str, udp_cpu: str, rest_cpu: str) -> str:
+    """The placement, in words, for a table's title."""
+    if pinning == "split":
+        return f"udplab's UDP threads on CPU {udp_cpu}, the rest of udplab on CPU {rest_cpu}"
+    return f"udplab (all threads) on CPU {udp_cpu}"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (the machine may be shared)."""
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def udplab_accepts(option: str) -> bool:
     """Whether `python -m webapp --help` lists `option` (for options other sessions add)."""
     out = subprocess.run([PY, "-m", "webapp", "--help"], cwd=ROOT, capture_output=True,

@@ -11,8 +11,11 @@ server answer the same way. The client (bench/c/rt_client.c) does blocking reque
 round trips on 127.0.0.1 with a 200 ms timeout. Client and every server are pinned to CPU 0
 (`taskset -c 0`; the udplab process with `taskset -a`, all threads); the watcher runs on CPU 1.
 Servers are alternated (rotated order) over ROUNDS rounds of SECONDS each; medians are shown.
+`--pinning split` (issue 17) puts udplab's UDP threads on CPU 0 with the other servers and
+the rest of udplab on CPU 1 with the watcher; `--page` adds a watcher of the page's HTML
+stream (WS /ws/page, as an open dashboard reads it) beside the JSON one.
 
-  .venv/bin/python bench/echo.py [--rounds 5] [--seconds 2] [--size 64]
+  .venv/bin/python bench/echo.py [--rounds 5] [--seconds 2] [--size 64] [--pinning split]
 """
 
 import argparse
@@ -21,8 +24,9 @@ import time
 
 import httpx
 
-from common import (PY, BENCH, Watchers, build_c, cpu_ns, end, machine, median, run_pinned, save,
-                    spawn_pinned, start_udplab, stop_udplab, table)
+from common import (PY, BENCH, PINNINGS, Watchers, build_c, cpu_ns, end, load_average, machine,
+                    median, pinning_note, place, run_pinned, save, spawn_pinned, start_udplab,
+                    stop_udplab, table)
 
 
 
@@ -30,12 +34,13 @@ CPU = "0"
 WATCHER_CPU = "1"
 
 
-def run(rounds: int, seconds: float, size: int, watch: int = 1, deflate: bool = True) -> dict:
+def run(rounds: int, seconds: float, size: int, watch: int = 1, deflate: bool = True,
+        pinning: str = "shared", page: bool = False) -> dict:
     tools = build_c()
     life = int(rounds * seconds * 3 + 60)
     server = start_udplab(cpus=CPU)
     procs: list[subprocess.Popen] = []
-    watchers = None
+    watchers = page_watcher = None
     try:
         api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=10)
         worker = api.post("/api/workers", json={
@@ -45,6 +50,8 @@ def run(rounds: int, seconds: float, size: int, watch: int = 1, deflate: bool = 
         if watch:
             watchers = Watchers(server, "json", watch, cpus=WATCHER_CPU, parse=True,
                                 deflate=deflate)
+        if page:
+            page_watcher = Watchers(server, "page", 1, cpus=WATCHER_CPU, deflate=deflate)
         for name, argv in (("python", [PY, BENCH / "book_server.py", 0, life]),
                            ("loop", [PY, BENCH / "loop_server.py", 0, life]),
                            ("C", [tools["echo_server"], 0, life])):
@@ -56,6 +63,8 @@ def run(rounds: int, seconds: float, size: int, watch: int = 1, deflate: bool = 
         names = ["engine", "python", "loop", "C"]
         for name in names:  # warm up each (first calls, caches)
             run_pinned(CPU, [tools["rt_client"], ports[name], 0.3, size, 200], timeout=30)
+        place(server.proc.pid, pinning, CPU, WATCHER_CPU)  # its reader thread has started
+        load = load_average()
         rates: dict[str, list[float]] = {n: [] for n in names}
         timeouts = dict.fromkeys(names, 0)
         cpu_us: dict[str, list[float]] = {n: [] for n in names}
@@ -76,14 +85,16 @@ def run(rounds: int, seconds: float, size: int, watch: int = 1, deflate: bool = 
         counters = api.get("/api/workers/echo").json()["counters"]
         api.close()
     finally:
-        if watchers is not None:
-            watchers.close()
+        for w in (watchers, page_watcher):
+            if w is not None:
+                w.close()
         for proc in procs:
             end(proc)
         stop_udplab(server)
     med = {n: median(v) for n, v in rates.items()}
     result = {
-        "machine": machine(), "watchers": watch, "deflate": deflate, "rounds": rounds, "seconds": seconds, "size": size,
+        "machine": machine(), "pinning": pinning, "page": page, "load": load,
+        "load_end": load_average(), "watchers": watch, "deflate": deflate, "rounds": rounds, "seconds": seconds, "size": size,
         "rates": rates, "median": med, "cpu_us": {n: median(v) for n, v in cpu_us.items()}, "timeouts": timeouts,
         "engine_over_python": med["engine"] / med["python"],
         "engine_over_c": med["engine"] / med["C"],
@@ -102,6 +113,8 @@ def report(res: dict) -> str:
     rows = []
     watching = (f"{res['watchers']} JSON watcher" + ("" if res["deflate"] else ", no deflate")
                 if res["watchers"] else "no watcher")
+    if res.get("page"):
+        watching += " + the page stream"
     for name, label in (("engine", f"udplab server worker (uvloop, {watching})"),
                         ("python", "book's blocking Python server"),
                         ("loop", "bare uvloop add_reader server (the floor)"),
@@ -111,7 +124,9 @@ def report(res: dict) -> str:
                      res["median"][name] / res["median"]["python"],
                      res["median"][name] / res["median"]["C"], res["cpu_us"][name]])
     text = table(f"Echo: round trips/s, {res['size']}-byte requests, client+server on CPU 0, "
-                 f"median of {res['rounds']} x {res['seconds']:g} s, alternated",
+                 f"{pinning_note(res.get('pinning', 'shared'), CPU, WATCHER_CPU)}, "
+                 f"median of {res['rounds']} x {res['seconds']:g} s, alternated; load average "
+                 f"{res.get('load', '?')} at the start, {res.get('load_end', '?')} at the end",
                  ["server", "median rt/s", "min", "max", "timeouts", "/python", "/C",
                   "server CPU µs/rt"], rows)
     text += (f"\nwatcher: {res['watcher_events']:,} events in {res['watcher_messages']:,} "
@@ -128,9 +143,17 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=1, help="JSON watchers (default 1)")
     parser.add_argument("--no-deflate", action="store_true",
                         help="the watcher does not offer per-message deflate")
+    parser.add_argument("--pinning", choices=PINNINGS, default="shared",
+                        help="shared: all of udplab on CPU 0 (before issue 17); split: its UDP "
+                        "threads on CPU 0, the rest on CPU 1")
+    parser.add_argument("--page", action="store_true",
+                        help="also a watcher of the page's HTML stream (the page open)")
     args = parser.parse_args()
-    res = run(args.rounds, args.seconds, args.size, args.watchers, not args.no_deflate)
-    save("echo" if args.watchers == 1 and not args.no_deflate else "echo-variant", res)
+    res = run(args.rounds, args.seconds, args.size, args.watchers, not args.no_deflate,
+              args.pinning, args.page)
+    plain = args.watchers == 1 and not args.no_deflate and args.pinning == "shared" \
+        and not args.page
+    save("echo" if plain else f"echo-{args.pinning}{'-page' if args.page else ''}", res)
     print(report(res))
 
 

@@ -9,7 +9,12 @@ watchers on CPU 1. CPU = the sum of /proc/<pid>/task/*/schedstat run times of th
 process (ns; utime+stime from /proc/<pid>/stat as a cross-check) from the start of the send
 until the watchers have had their last message; ÷ datagrams the worker received.
 
+`--pinning split` (issue 17): udplab's UDP threads on CPU 0, the rest of udplab on CPU 1 with
+the sender and the watchers. Each worker gets one datagram before its case (its reader thread
+starts on the first).
+
   .venv/bin/python bench/fanout.py [--rate 5000] [--seconds 2] [--watchers 0,1,10,100]
+                                   [--pinning split]
 """
 
 import argparse
@@ -17,8 +22,9 @@ import time
 
 import httpx
 
-from common import (Watchers, build_c, cpu_ns, cpu_seconds, machine, run_pinned, save,
-                    start_udplab, stop_udplab, table)
+from common import (PINNINGS, Watchers, build_c, cpu_ns, cpu_seconds, load_average, machine,
+                    pinning_note, place, prime, run_pinned, save, start_udplab, stop_udplab,
+                    table)
 
 CPU = "0"
 OTHER_CPU = "1"
@@ -41,13 +47,16 @@ def settle(watchers: Watchers | None, quiet: float = 0.4, limit: float = 15.0) -
 
 
 def one_case(server, api, tools, kind: str, n: int, rate: int, seconds: float,
-             tag: str = "", deflate: bool = True) -> dict:
+             tag: str = "", deflate: bool = True, pinning: str = "shared") -> dict:
     name = f"fan-{kind}-{n}{tag}"
     worker = api.post("/api/workers", json={"kind": "server", "name": name,
                                             "host": "127.0.0.1", "port": 0, "reply": "none",
                                             "rcvbuf": 4 * 1024 * 1024})
     assert worker.status_code == 201, worker.text
     port = worker.json()["local"][1]
+    prime(port)  # its reader thread starts on a first datagram
+    time.sleep(0.1)
+    place(server.proc.pid, pinning, CPU, OTHER_CPU)
     watchers = Watchers(server, kind, n, cpus=OTHER_CPU, deflate=deflate) if n else None
     try:
         time.sleep(0.3)
@@ -58,7 +67,7 @@ def one_case(server, api, tools, kind: str, n: int, rate: int, seconds: float,
                          timeout=seconds + 30)
         after = settle(watchers)
         ns1, s1, t1 = cpu_ns(pid), cpu_seconds(pid), time.perf_counter()
-        received = api.get(f"/api/workers/{name}").json()["counters"]["received"]
+        received = api.get(f"/api/workers/{name}").json()["counters"]["received"] - 1
     finally:
         if watchers is not None:
             watchers.close()
@@ -66,7 +75,7 @@ def one_case(server, api, tools, kind: str, n: int, rate: int, seconds: float,
     sent = int(out.split()[0])
     result = {"kind": kind, "watchers": n, "sent": sent, "received": received,
               "cpu_s": (ns1 - ns0) / 1e9, "cpu_ticks_s": s1 - s0, "wall_s": t1 - t0,
-              "us_per_datagram": (ns1 - ns0) / 1e3 / max(1, received)}
+              "us_per_datagram": (ns1 - ns0) / 1e3 / max(1, received), "load": load_average()}
     if after is not None:
         result.update(messages=after["messages"] - before["messages"],
                       bytes=after["bytes"] - before["bytes"],
@@ -74,17 +83,18 @@ def one_case(server, api, tools, kind: str, n: int, rate: int, seconds: float,
     return result
 
 
-def run(rate: int, seconds: float, counts: list[int], deflate: bool = True) -> dict:
+def run(rate: int, seconds: float, counts: list[int], deflate: bool = True,
+        pinning: str = "shared") -> dict:
     tools = build_c()
     server = start_udplab(cpus=CPU, args=("--max-watchers", "200"))  # 100 token watchers
     cases = []
     try:
         api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=30)
-        one_case(server, api, tools, "json", 0, rate, seconds / 2, "-warm")  # warm-up, not counted
+        one_case(server, api, tools, "json", 0, rate, seconds / 2, "-warm", pinning=pinning)  # warm-up, not counted
         for kind in ("json", "page"):
             for n in counts:
                 cases.append(one_case(server, api, tools, kind, n, rate, seconds,
-                                      deflate=deflate))
+                                      deflate=deflate, pinning=pinning))
         api.close()
     finally:
         stop_udplab(server)
@@ -95,7 +105,7 @@ def run(rate: int, seconds: float, counts: list[int], deflate: bool = True) -> d
                              if base else float("nan"))
     worst = max((c["added_pct"] for c in cases if c["watchers"] == max(counts)),
                 default=float("nan"))
-    return {"machine": machine(), "rate": rate, "seconds": seconds, "cases": cases,
+    return {"machine": machine(), "pinning": pinning, "load_end": load_average(), "rate": rate, "seconds": seconds, "cases": cases,
             "deflate": deflate,
             "added_pct_at_max": worst, "max_watchers": max(counts)}
 
@@ -105,8 +115,9 @@ def report(res: dict) -> str:
              c["us_per_datagram"], f"{c['added_pct']:+.0f}%", c.get("messages", 0),
              f"{c.get('bytes', 0) / 1e6:.1f}"] for c in res["cases"]]
     return table(f"Fan-out: udplab CPU per datagram, {res['rate']:,} datagrams/s x "
-                 f"{res['seconds']:g} s, server reply none (1 event each); udplab on CPU 0, "
-                 "watchers and sender on CPU 1"
+                 f"{res['seconds']:g} s, server reply none (1 event each); "
+                 f"{pinning_note(res.get('pinning', 'shared'), CPU, OTHER_CPU)}, "
+                 f"watchers and sender on CPU 1; load average at the end {res.get('load_end')}"
                  + ("" if res.get("deflate", True) else "; watchers refuse deflate"),
                  ["stream", "watchers", "sent", "received", "CPU s", "wall s", "µs/datagram",
                   "vs 0", "messages", "MB read"], rows)
@@ -119,10 +130,14 @@ def main() -> None:
     parser.add_argument("--watchers", default="0,1,10,100")
     parser.add_argument("--no-deflate", action="store_true",
                         help="watchers do not offer per-message deflate (browsers do)")
+    parser.add_argument("--pinning", choices=PINNINGS, default="shared",
+                        help="shared: all of udplab on CPU 0 (before issue 17); split: its UDP "
+                        "threads on CPU 0, the rest on CPU 1")
     args = parser.parse_args()
     res = run(args.rate, args.seconds, [int(n) for n in args.watchers.split(",")],
-              not args.no_deflate)
-    save("fanout" if not args.no_deflate else "fanout-no-deflate", res)
+              not args.no_deflate, args.pinning)
+    name = "fanout" if not args.no_deflate else "fanout-no-deflate"
+    save(name if args.pinning == "shared" else f"{name}-{args.pinning}", res)
     print(report(res))
 
 

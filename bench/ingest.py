@@ -10,9 +10,14 @@ Receive buffers: the `listener` worker has no rcvbuf option, so the default-buff
 listener (default SO_RCVBUF, net.core.rmem_default) and the 4 MiB cases a `server` worker with
 `reply: none` and `rcvbuf: 4194304` (the kernel doubles it; net.core.rmem_max caps it). Both
 emit one `received` event per datagram. Then, with the 4 MiB buffer, the sender is paced at
-80% of the measured maximum to see whether 0 loss holds there.
+80% of the measured maximum to see whether 0 loss holds there. Last, both the engine (the
+4 MiB server) and the plain loop take a paced PACED datagrams/s (40 000) of 64 bytes: CPU per
+datagram of the whole udplab process against the plain loop's (issue 17's target: ≤ 1.1×).
+`--pinning split` (issue 17): udplab's UDP threads on CPU 0, the rest of udplab on CPU 1 with
+the sender and the watcher. Each worker gets one datagram before its case (its reader thread
+starts on the first), not counted in the case.
 
-  .venv/bin/python bench/ingest.py [--seconds 2]
+  .venv/bin/python bench/ingest.py [--seconds 2] [--pinning split] [--paced 40000]
 """
 
 import argparse
@@ -22,8 +27,9 @@ import httpx
 
 import subprocess
 
-from common import (BENCH, PY, Watchers, build_c, cpu_ns, machine, run_pinned, save, spawn_pinned,
-                    start_udplab, stop_udplab, table, udp_socket)
+from common import (BENCH, PINNINGS, PY, Watchers, build_c, cpu_ns, load_average, machine,
+                    pinning_note, place, prime, run_pinned, save, spawn_pinned, start_udplab,
+                    stop_udplab, table, udp_socket, wait_for)
 
 CPU = "0"
 SENDER_CPU = "1"
@@ -34,11 +40,15 @@ def read_received(api: httpx.Client, name: str) -> int:
     return api.get(f"/api/workers/{name}").json()["counters"]["received"]
 
 
-def one_case(api, tools, watchers, *, pid, name, spec, size, seconds, rate=0) -> dict:
+def one_case(api, tools, watchers, *, pid, name, spec, size, seconds, rate=0,
+             pinning="shared") -> dict:
     worker = api.post("/api/workers", json={"name": name, "host": "127.0.0.1", "port": 0,
                                             **spec})
     assert worker.status_code == 201, worker.text
     port = worker.json()["local"][1]
+    prime(port)  # its reader thread starts on a first datagram
+    primed = wait_for(lambda: read_received(api, name), 3)
+    place(pid, pinning, CPU, SENDER_CPU)
     drops0 = udp_socket(port)["drops"]
     before = watchers.stats()
     ns0 = cpu_ns(pid)
@@ -56,24 +66,24 @@ def one_case(api, tools, watchers, *, pid, name, spec, size, seconds, rate=0) ->
             break
         last = now
         time.sleep(0.1)
-    received = read_received(api, name)
+    received = read_received(api, name) - primed
     drops = udp_socket(port)["drops"] - drops0
     time.sleep(0.2)
-    cpu_us = (cpu_ns(pid) - ns0) / 1e3 / max(1, received - c0)
+    cpu_us = (cpu_ns(pid) - ns0) / 1e3 / max(1, received + primed - c0)
     after = watchers.stats()
     api.delete(f"/api/workers/{name}")
     return {
         "worker": spec["kind"], "size": size, "rcvbuf": spec.get("rcvbuf"), "target_rate": rate,
         "sent": sent, "send_rate": sent / elapsed, "received": received,
         "rate": (c1 - c0) / (t1 - t0), "lost": sent - received, "kernel_drops": drops,
-        "loss_pct": 100.0 * (sent - received) / sent if sent else 0.0,
+        "loss_pct": 100.0 * (sent - received) / sent if sent else 0.0, "load": load_average(),
         "cpu_us": cpu_us, "capacity": 1e6 / cpu_us,
         "watcher_events": after["events"] - before["events"],
         "watcher_dropped": after["dropped"] - before["dropped"],
     }
 
 
-def reference(tools, size: int, rcvbuf: int, seconds: float) -> dict:
+def reference(tools, size: int, rcvbuf: int, seconds: float, rate: int = 0) -> dict:
     """The same flat-out send to bench/plain_receiver.py (the book's recvfrom loop, no events),
     also on CPU 0: what a plain Python socket takes in here."""
     proc = spawn_pinned(CPU, [PY, BENCH / "plain_receiver.py", rcvbuf, seconds + 5],
@@ -82,7 +92,7 @@ def reference(tools, size: int, rcvbuf: int, seconds: float) -> dict:
         port = int(proc.stdout.readline())
         drops0 = udp_socket(port)["drops"]
         ns0 = cpu_ns(proc.pid)
-        out = run_pinned(SENDER_CPU, [tools["blast"], port, size, seconds, 0],
+        out = run_pinned(SENDER_CPU, [tools["blast"], port, size, seconds, rate],
                          timeout=seconds + 30)
         drops = udp_socket(port)["drops"] - drops0
         time.sleep(0.2)  # it drains its queue, then waits 0.5 s for more
@@ -95,15 +105,16 @@ def reference(tools, size: int, rcvbuf: int, seconds: float) -> dict:
     sent, _, send_s = out.split()
     sent, count = int(sent), int(count)
     return {"worker": "plain Python", "size": size, "rcvbuf": rcvbuf or None,
-            "buffer": "4MiB" if rcvbuf else "default", "target_rate": 0, "sent": sent,
+            "buffer": "4MiB" if rcvbuf else "default", "target_rate": rate, "sent": sent,
             "send_rate": sent / float(send_s), "received": count,
             "rate": count / float(elapsed), "lost": sent - count,
             "cpu_us": ns / 1e3 / count, "capacity": 1e9 / ns * count, "kernel_drops": drops,
             "loss_pct": 100.0 * (sent - count) / sent if sent else 0.0,
-            "watcher_events": 0, "watcher_dropped": 0, "reference": True}
+            "watcher_events": 0, "watcher_dropped": 0, "reference": True,
+            "load": load_average()}
 
 
-def run(seconds: float) -> dict:
+def run(seconds: float, pinning: str = "shared", paced: int = 40_000) -> dict:
     tools = build_c()
     server = start_udplab(cpus=CPU)
     cases = []
@@ -117,7 +128,7 @@ def run(seconds: float) -> dict:
                                               "rcvbuf": MIB4})):
                     case = one_case(api, tools, watchers, pid=server.proc.pid,
                                     name=f"in-{size}-{label.lower()}", spec=spec, size=size,
-                                    seconds=seconds)
+                                    seconds=seconds, pinning=pinning)
                     case["buffer"] = label
                     cases.append(case)
                     maxima[(size, label)] = case["rate"]
@@ -125,8 +136,15 @@ def run(seconds: float) -> dict:
                 rate = int(0.8 * maxima[(size, "4MiB")])
                 case = one_case(api, tools, watchers, pid=server.proc.pid, name=f"in-{size}-paced",
                                 spec={"kind": "server", "reply": "none", "rcvbuf": MIB4},
-                                size=size, seconds=seconds, rate=rate)
+                                size=size, seconds=seconds, rate=rate, pinning=pinning)
                 case["buffer"] = "4MiB"
+                cases.append(case)
+            if paced:
+                case = one_case(api, tools, watchers, pid=server.proc.pid, name="in-64-fixed",
+                                spec={"kind": "server", "reply": "none", "rcvbuf": MIB4},
+                                size=64, seconds=seconds, rate=paced, pinning=pinning)
+                case["buffer"] = "4MiB"
+                case["fixed"] = True
                 cases.append(case)
         api.close()
     finally:
@@ -134,9 +152,19 @@ def run(seconds: float) -> dict:
     engine_cases = list(cases)
     for size in (64, 1400):
         cases.append(reference(tools, size, 0, seconds))
+    fixed = {}
+    if paced:
+        plain = reference(tools, 64, MIB4, seconds, paced)
+        plain["fixed"] = True
+        cases.append(plain)
+        engine = next(c for c in engine_cases if c.get("fixed"))
+        fixed = {"rate": paced, "engine_cpu_us": engine["cpu_us"], "plain_cpu_us": plain["cpu_us"],
+                 "ratio": engine["cpu_us"] / plain["cpu_us"]}
+    engine_cases = [c for c in engine_cases if not c.get("fixed")]
     best = max(c["rate"] for c in engine_cases if c["target_rate"] == 0)
-    paced = [c for c in cases if c["target_rate"]]
-    return {"machine": machine(), "seconds": seconds, "cases": cases, "max_rate": best,
+    paced = [c for c in cases if c["target_rate"] and not c.get("fixed")]
+    return {"machine": machine(), "pinning": pinning, "fixed": fixed, "load_end": load_average(),
+            "seconds": seconds, "cases": cases, "max_rate": best,
             "max_rate_64": max(c["rate"] for c in engine_cases if c["size"] == 64
                                and not c["target_rate"]),
             "plain_python": {c["size"]: c["rate"] for c in cases if c.get("reference")},
@@ -153,12 +181,19 @@ def report(res: dict) -> str:
                      c["send_rate"], c["rate"], c["cpu_us"], c["capacity"], c["sent"], c["received"], c["lost"],
                      c["kernel_drops"], f"{c['loss_pct']:.2f}%", c["watcher_events"],
                      c["watcher_dropped"]])
-    text = table(f"Ingest: datagrams/s taken in, events on (1 JSON watcher), udplab on CPU 0, "
-                 f"sender on CPU 1, {res['seconds']:g} s per case",
+    text = table(f"Ingest: datagrams/s taken in, events on (1 JSON watcher), "
+                 f"{pinning_note(res.get('pinning', 'shared'), CPU, SENDER_CPU)}, "
+                 f"sender on CPU 1, {res['seconds']:g} s per case; load average at the end "
+                 f"{res.get('load_end', '?')}",
                  ["worker", "bytes", "rcvbuf", "sender", "sent/s", "taken in/s", "CPU µs/dgram",
                   "1 core would take/s", "sent",
                   "received", "lost", "kernel drops", "loss", "watcher events",
                   "bus dropped"], rows)
+    if res.get("fixed"):
+        f = res["fixed"]
+        text += (f"\nat a paced {f['rate']:,}/s, 64 B: udplab {f['engine_cpu_us']:.2f} µs CPU per "
+                 f"datagram (all threads), the plain loop {f['plain_cpu_us']:.2f}: "
+                 f"{f['ratio']:.2f}x")
     text += ("\n`plain Python` rows: bench/plain_receiver.py, the book's recvfrom loop without "
              "events, same sender, same CPU: the reference")
     text += (f"\nnet.core.rmem_default={res['rmem_default']:,}, rmem_max={res['rmem_max']:,}; "
@@ -169,9 +204,15 @@ def report(res: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--pinning", choices=PINNINGS, default="shared",
+                        help="shared: all of udplab on CPU 0 (before issue 17); split: its UDP "
+                        "threads on CPU 0, the rest on CPU 1")
+    parser.add_argument("--paced", type=int, default=40_000,
+                        help="the fixed paced rate for CPU per datagram against the plain loop "
+                        "(0: none)")
     args = parser.parse_args()
-    res = run(args.seconds)
-    save("ingest", res)
+    res = run(args.seconds, args.pinning, args.paced)
+    save("ingest" if args.pinning == "shared" else f"ingest-{args.pinning}", res)
     print(report(res))
 
 
