@@ -143,11 +143,12 @@ def test_the_log_keeps_a_worker_name_on_one_line(page, class_fleet):
     start_traffic(class_fleet, free_udp_port(), MACHINES[8:10])
     cell = page.locator("#log-rows td.w", has_text="m09 · client-").first
     expect(cell).to_be_visible(timeout=15_000)
-    name = cell.inner_text()
-    assert cell.get_attribute("title") == name
-    sizes = cell.evaluate("""c => ({w: c.getBoundingClientRect().height,
+    # one evaluation: rows come and go (the log keeps the newest), so read one cell at once
+    sizes = cell.evaluate("""c => ({name: c.textContent, title: c.title,
+        w: c.getBoundingClientRect().height,
         t: c.parentElement.querySelector(".t").getBoundingClientRect().height,
         clipped: c.scrollWidth > c.clientWidth})""")
+    assert sizes["name"].startswith("m09 · client-") and sizes["title"] == sizes["name"], sizes
     assert sizes["w"] <= sizes["t"] + 1, sizes  # one line, as tall as the time's cell
     assert not sizes["clipped"], sizes  # "m09 · client-1" fits whole at 1280 px
 
