@@ -62,10 +62,10 @@ def test_machines_panel_lists_the_agents_up(page, fleet_page):
         expect(row.locator("td.state")).to_have_text("up")
         expect(row.locator("td.addresses")).to_contain_text(lan.hosts[name])
     expect(panel.locator("tr[data-local]")).to_have_count(1)
-    # "last seen" follows the agents' hellos with no worker running (redrawn every 3 s)
+    # "last seen" follows the agents' hellos with no worker running (updated every 3 s)
     seen = machine_row(page, "b").locator("td").nth(2)
     before = seen.inner_text()
-    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", before), before
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", before), before
     expect(seen).not_to_have_text(before, timeout=8_000)
     assert page.console_errors == []
 

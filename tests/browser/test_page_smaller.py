@@ -90,12 +90,19 @@ def test_a_long_worker_name_stays_in_its_log_column(page, own):
         try:
             row = page.locator("#log-rows tr", has=page.locator("td.w", has_text=name)).first
             expect(row).to_be_visible()
-            overlap = row.evaluate("""(tr) => {
-                const range = document.createRange();
-                range.selectNodeContents(tr.querySelector('.w'));
-                return range.getBoundingClientRect().right
-                       - tr.querySelector('.type').getBoundingClientRect().left; }""")
-            assert overlap <= 0, f"the name runs {overlap:.0f} px into the event column"
+            # one line, cut with an ellipsis at its column's edge; the title has it whole
+            cell = row.evaluate("""(tr) => {
+                const w = tr.querySelector('.w'), style = getComputedStyle(w);
+                return {overlap: w.getBoundingClientRect().right
+                                 - tr.querySelector('.type').getBoundingClientRect().left,
+                        clips: style.overflowX === 'hidden' && style.textOverflow === 'ellipsis'
+                               && style.whiteSpace === 'nowrap',
+                        lines: Math.round(w.getBoundingClientRect().height
+                                          / tr.querySelector('.t').getBoundingClientRect().height),
+                        title: w.title}; }""")
+            assert cell["overlap"] <= 0, f"the name runs {cell['overlap']:.0f} px into the event column"
+            assert cell["clips"] and cell["lines"] == 1, cell
+            assert cell["title"] == name, cell
         finally:
             api.stop_started()
     assert page.console_errors == []

@@ -67,6 +67,7 @@ class Renderer:
         self.ladder = env.get_template("partials/_ladder.html")
         self.machines = env.get_template("partials/_machines.html")
         self.pickers = env.get_template("partials/_pickers.html")
+        self.machine_seen = env.get_template("partials/_machine_seen.html")
 
     # Both return Markup: the HTML is escaped already (autoescape), so `{{ rows }}` in a page
     # must not escape it a second time.
@@ -95,9 +96,15 @@ class Renderer:
         kinds.update((i, c.kind) for i, c in (remote or {}).items())
         return Markup(self.ladder.render(ladder=layout(supervisor.bus.recent, kinds), oob=oob))
 
-    def render_machines(self, fleet, *, oob: bool = False) -> Markup:
-        """The Machines panel's body: each machine of the fleet, and its addresses."""
-        return Markup(self.machines.render(machines=fleet.status(), oob=oob))
+    def render_machines(self, fleet, *, oob: bool = False, machines=None) -> Markup:
+        """The Machines panel's body: each machine of the fleet, and its addresses
+        (`machines`: the fleet's status, if the caller has it already)."""
+        machines = fleet.status() if machines is None else machines
+        return Markup(self.machines.render(machines=machines, oob=oob))
+
+    def render_machines_seen(self, machines) -> Markup:
+        """Each machine's "last seen" alone, for a Machines panel whose rows are current."""
+        return Markup(self.machine_seen.render(machines=machines))
 
     def render_pickers(self, workers: Iterable, *, oob: bool = False) -> Markup:
         """The forms' worker pickers (impostor target, socket options): every machine's."""

@@ -32,7 +32,8 @@ LADDER_TYPES = frozenset({"sent", "received", "dropped", "timeout", "gave-up", "
 # machine was lost or is back: the socket options picker lists live ones only)
 PICKED_TYPES = frozenset({"stopped", "machine"})
 LADDER_EVERY = 0.25  # seconds: the ladder is redrawn at most this often
-MACHINES_EVERY = 3.0  # seconds: the Machines panel's "last seen" is redrawn this often
+MACHINES_EVERY = 3.0  # seconds: the Machines panel's "last seen" is updated this often
+MACHINES_CHECK = 1.0  # seconds: how often the Machines panel's rows are compared to the fleet
 OUTBOX = 8  # messages a connection may fall behind before it is caught up the hard way
 # Characters in one merged message: far below the 1 MiB a client takes by default
 # (websockets' max_size), which piled-up batches of a flood went past (the client closed, 1009).
@@ -250,7 +251,9 @@ class PageHub(Hub):
         # with --nats: the Machines panel, and cards of other machines' workers
         self.fleet = fleet if fleet is not None and fleet.connection is not None else None
         self.remote = RemoteCards(self.fleet.describe if self.fleet is not None else None)
-        self.machines_at = 0.0  # when the Machines panel was last redrawn
+        self.machines_at = 0.0  # when the Machines panel's rows were last compared
+        self.seen_at = 0.0  # when its "last seen" was last sent
+        self.machines_shown: Any = None  # what its rows say (not "last seen"), as last sent
         self.shown: set[str] = set(supervisor.workers)
         self.last_seq = supervisor.bus.recent[-1].seq if supervisor.bus.recent else 0
         self.hidden_total = 0
@@ -283,6 +286,28 @@ class PageHub(Hub):
             + (renderer.render_machines(self.fleet, oob=True) if self.fleet else "")
             + renderer.render_pickers(workers, oob=True))
 
+    def _machines(self, events: list[Event]) -> str:
+        """The Machines panel's part of an update: the whole panel only when what a row says
+        changed (a state, a worker count, an address), else each "last seen" alone every few
+        seconds. (Every hello and batch moves a "last seen": redrawing the whole panel for
+        that made a page of 40 machines lay it all out again every 3 s.)"""
+        now = time.monotonic()
+        if now - self.machines_at < MACHINES_CHECK and \
+                not any(e.type == "machine" for e in events):
+            return ""
+        self.machines_at = now
+        machines = self.fleet.status()
+        rows = [(m["name"], m["state"], m["workers"],
+                 [(a.get("interface"), a.get("address")) for a in m["interfaces"]])
+                for m in machines]
+        if rows != self.machines_shown:
+            self.machines_shown, self.seen_at = rows, now
+            return self.renderer.render_machines(self.fleet, oob=True, machines=machines)
+        if now - self.seen_at >= MACHINES_EVERY:
+            self.seen_at = now
+            return self.renderer.render_machines_seen(machines)
+        return ""
+
     def _update(self, events: list[Event], dropped: int) -> str | None:
         workers, shown = self.supervisor.workers, self.shown
         if events:
@@ -310,11 +335,8 @@ class PageHub(Hub):
         if len(runs) != self.runs_shown or any(touched & run.workers for run in runs):
             self.runs_shown = len(runs)
             extra = self.renderer.render_experiments(self.experiments, oob=True)
-        if self.fleet is not None and (
-                any(e.type == "machine" for e in events)
-                or time.monotonic() - self.machines_at >= MACHINES_EVERY):
-            self.machines_at = time.monotonic()
-            extra += self.renderer.render_machines(self.fleet, oob=True)
+        if self.fleet is not None:
+            extra += self._machines(events)
         if new or removed or self.remote.learned \
                 or any(e.type in PICKED_TYPES for e in events):
             # the forms' worker pickers follow the cards (a new client is a target at once)
