@@ -30,7 +30,7 @@ import httpx
 
 from common import (PY, BENCH, PINNINGS, Watchers, build_c, cpu_ns, end, load_average, machine,
                     median, run_pinned, save, spawn_pinned, table)
-from engine import ENGINES, Engine, udplab_ns
+from engine import ENGINES, Engine, stop_on_sigterm, udplab_ns
 
 
 CPU = "0"
@@ -106,12 +106,14 @@ def run(rounds: int, seconds: float, size: int, watch: int = 1, deflate: bool = 
         api.close()
         note = engine.note(pinning)
     finally:
-        for w in (watchers, page_watcher):
-            if w is not None:
-                w.close()
-        for proc in procs:
-            end(proc)
-        engine.close()
+        try:
+            for w in (watchers, page_watcher):
+                if w is not None:
+                    w.close()
+            for proc in procs:
+                end(proc)
+        finally:
+            engine.close()
     med = {n: median(v) for n, v in rates.items()}
     result = {
         "machine": machine(), "engine": engine_kind, "placement": note,
@@ -194,6 +196,7 @@ def main() -> None:
                         "`udplab agent` process on CPU 0 behind a dashboard on CPU 1 over NATS "
                         "(--pinning does not apply)")
     args = parser.parse_args()
+    stop_on_sigterm("echo")
     res = run(args.rounds, args.seconds, args.size, args.watchers, not args.no_deflate,
               args.pinning, args.page, args.engine)
     plain = args.watchers == 1 and not args.no_deflate and args.pinning == "shared" \

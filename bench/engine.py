@@ -15,7 +15,9 @@ callers use it in a `finally`/`with`).
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +28,12 @@ from fleet import NATS_SERVER, free_port
 from webapp.fleet import config
 
 ENGINES = ("inproc", "agent")
+
+
+def stop_on_sigterm(name: str) -> None:
+    """The suite stops a benchmark past its time limit with SIGTERM: end as on Ctrl+C, through
+    the `finally` blocks that stop udplab, the agent and nats-server (as bench/fleet.py does)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"{name}: stopped by SIGTERM"))
 AGENT = "a1"
 
 
@@ -105,14 +113,22 @@ class Engine:
         return pinning_note(pinning, self.udp_cpu, self.rest_cpu)
 
     def close(self) -> None:
-        if self.agent is not None:
-            end(self.agent, timeout=10)
-        if self.server is not None:
-            stop_udplab(self.server)
-        if self.nats is not None:
-            end(self.nats)
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        """Stop what was started; each step runs even if one before it is interrupted (a
+        Ctrl+C or the suite's SIGTERM during the clean-up)."""
+        try:
+            if self.agent is not None:
+                end(self.agent, timeout=10)
+        finally:
+            try:
+                if self.server is not None:
+                    stop_udplab(self.server)
+            finally:
+                try:
+                    if self.nats is not None:
+                        end(self.nats)
+                finally:
+                    if self.directory is not None:
+                        shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> "Engine":
         return self

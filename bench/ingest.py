@@ -33,7 +33,7 @@ import subprocess
 
 from common import (BENCH, PINNINGS, PY, Watchers, build_c, cpu_ns, load_average, machine,
                     prime, run_pinned, save, spawn_pinned, table, udp_socket, wait_for)
-from engine import ENGINES, Engine, udplab_ns
+from engine import ENGINES, Engine, stop_on_sigterm, udplab_ns
 
 CPU = "0"
 SENDER_CPU = "1"
@@ -241,6 +241,7 @@ def main() -> None:
                         "`udplab agent` process on CPU 0 behind a dashboard on CPU 1 over NATS "
                         "(--pinning does not apply)")
     args = parser.parse_args()
+    stop_on_sigterm("ingest")
     res = run(args.seconds, args.pinning, args.paced, args.engine)
     where = "agent" if args.engine == "agent" else args.pinning
     save("ingest" if where == "shared" else f"ingest-{where}", res)
