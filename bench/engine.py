@@ -39,10 +39,11 @@ AGENT = "a1"
 
 class Engine:
     """The udplab process(es) of one benchmark run. `server` is the dashboard (the API and the
-    watchers' end); `parts` maps a label to a pid whose CPU is read apart."""
+    watchers' end); `parts` maps a label to a pid whose CPU is read apart; `args` are more
+    options of the udplab (dashboard) process."""
 
-    def __init__(self, kind: str, udp_cpu: str, rest_cpu: str):
-        self.kind, self.udp_cpu, self.rest_cpu = kind, udp_cpu, rest_cpu
+    def __init__(self, kind: str, udp_cpu: str, rest_cpu: str, args: tuple[str, ...] = ()):
+        self.kind, self.udp_cpu, self.rest_cpu, self.args = kind, udp_cpu, rest_cpu, args
         self.server = self.nats = self.agent = None
         self.directory: Path | None = None
         try:
@@ -53,7 +54,7 @@ class Engine:
 
     def _start(self) -> None:
         if self.kind == "inproc":
-            self.server = start_udplab(cpus=self.udp_cpu)
+            self.server = start_udplab(cpus=self.udp_cpu, args=self.args)
             return
         if not os.access(NATS_SERVER, os.X_OK):
             raise SystemExit(f"--engine agent: {NATS_SERVER} not found: run `make test-setup` "
@@ -66,7 +67,7 @@ class Engine:
                                                  self.directory / "nats-server.conf"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.server = start_udplab(cpus=self.rest_cpu, args=(
-            "--nats", url, "--creds", str(self.directory / "dashboard.creds")))
+            *self.args, "--nats", url, "--creds", str(self.directory / "dashboard.creds")))
         with open(self.directory / "agent.log", "wb") as log:
             self.agent = spawn_pinned(self.udp_cpu, [
                 PY, "-m", "webapp", "agent", "--nats", url, "--name", AGENT, "--creds",
