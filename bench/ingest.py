@@ -15,9 +15,13 @@ emit one `received` event per datagram. Then, with the 4 MiB buffer, the sender 
 datagram of the whole udplab process against the plain loop's (issue 17's target: ≤ 1.1×).
 `--pinning split` (issue 17): udplab's UDP threads on CPU 0, the rest of udplab on CPU 1 with
 the sender and the watcher. Each worker gets one datagram before its case (its reader thread
-starts on the first), not counted in the case.
+starts on the first), not counted in the case. `--engine agent` (issue 17, bench/engine.py):
+the worker runs in a `udplab agent` process on CPU 0, driven by a dashboard on CPU 1 over a
+private nats-server (CPU 1), the watcher on the dashboard; CPU per datagram is agent +
+dashboard, nats-server's apart. Counters are exact when received = sent - kernel drops.
 
   .venv/bin/python bench/ingest.py [--seconds 2] [--pinning split] [--paced 40000]
+                                   [--engine agent]
 """
 
 import argparse
@@ -28,8 +32,8 @@ import httpx
 import subprocess
 
 from common import (BENCH, PINNINGS, PY, Watchers, build_c, cpu_ns, load_average, machine,
-                    pinning_note, place, prime, run_pinned, save, spawn_pinned, start_udplab,
-                    stop_udplab, table, udp_socket, wait_for)
+                    prime, run_pinned, save, spawn_pinned, table, udp_socket, wait_for)
+from engine import ENGINES, Engine, stop_on_sigterm, udplab_ns
 
 CPU = "0"
 SENDER_CPU = "1"
@@ -40,18 +44,19 @@ def read_received(api: httpx.Client, name: str) -> int:
     return api.get(f"/api/workers/{name}").json()["counters"]["received"]
 
 
-def one_case(api, tools, watchers, *, pid, name, spec, size, seconds, rate=0,
+def one_case(api, tools, watchers, *, engine, name, spec, size, seconds, rate=0,
              pinning="shared") -> dict:
-    worker = api.post("/api/workers", json={"name": name, "host": "127.0.0.1", "port": 0,
-                                            **spec})
+    worker = api.post("/api/workers", json=engine.spec({"name": name, "host": "127.0.0.1",
+                                                        "port": 0, **spec}))
     assert worker.status_code == 201, worker.text
     port = worker.json()["local"][1]
+    name = worker.json()["id"]  # `<machine>:<id>` on the agent
     prime(port)  # its reader thread starts on a first datagram
     primed = wait_for(lambda: read_received(api, name), 3)
-    place(pid, pinning, CPU, SENDER_CPU)
+    engine.place(pinning)
     drops0 = udp_socket(port)["drops"]
     before = watchers.stats()
-    ns0 = cpu_ns(pid)
+    parts0 = engine.cpu()
     t0, c0 = time.perf_counter(), read_received(api, name)
     out = run_pinned(SENDER_CPU, [tools["blast"], port, size, seconds, rate],
                      timeout=seconds + 30)
@@ -69,7 +74,10 @@ def one_case(api, tools, watchers, *, pid, name, spec, size, seconds, rate=0,
     received = read_received(api, name) - primed
     drops = udp_socket(port)["drops"] - drops0
     time.sleep(0.2)
-    cpu_us = (cpu_ns(pid) - ns0) / 1e3 / max(1, received + primed - c0)
+    parts1 = engine.cpu()
+    counted = max(1, received + primed - c0)
+    cpu_us = (udplab_ns(parts1) - udplab_ns(parts0)) / 1e3 / counted
+    parts_us = {p: (parts1[p] - parts0[p]) / 1e3 / counted for p in parts1}
     after = watchers.stats()
     api.delete(f"/api/workers/{name}")
     return {
@@ -77,7 +85,8 @@ def one_case(api, tools, watchers, *, pid, name, spec, size, seconds, rate=0,
         "sent": sent, "send_rate": sent / elapsed, "received": received,
         "rate": (c1 - c0) / (t1 - t0), "lost": sent - received, "kernel_drops": drops,
         "loss_pct": 100.0 * (sent - received) / sent if sent else 0.0, "load": load_average(),
-        "cpu_us": cpu_us, "capacity": 1e6 / cpu_us,
+        "cpu_us": cpu_us, "capacity": 1e6 / cpu_us, "parts_us": parts_us,
+        "nats_us": parts_us.get("nats"), "exact": received == sent - drops,
         "watcher_events": after["events"] - before["events"],
         "watcher_dropped": after["dropped"] - before["dropped"],
     }
@@ -114,9 +123,12 @@ def reference(tools, size: int, rcvbuf: int, seconds: float, rate: int = 0) -> d
             "load": load_average()}
 
 
-def run(seconds: float, pinning: str = "shared", paced: int = 40_000) -> dict:
+def run(seconds: float, pinning: str = "shared", paced: int = 40_000,
+        engine_kind: str = "inproc") -> dict:
     tools = build_c()
-    server = start_udplab(cpus=CPU)
+    engine = Engine(engine_kind, CPU, SENDER_CPU)
+    server = engine.server
+    note = engine.note(pinning)
     cases = []
     try:
         api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=10)
@@ -126,7 +138,7 @@ def run(seconds: float, pinning: str = "shared", paced: int = 40_000) -> dict:
                 for label, spec in (("default", {"kind": "listener"}),
                                     ("4MiB", {"kind": "server", "reply": "none",
                                               "rcvbuf": MIB4})):
-                    case = one_case(api, tools, watchers, pid=server.proc.pid,
+                    case = one_case(api, tools, watchers, engine=engine,
                                     name=f"in-{size}-{label.lower()}", spec=spec, size=size,
                                     seconds=seconds, pinning=pinning)
                     case["buffer"] = label
@@ -134,13 +146,13 @@ def run(seconds: float, pinning: str = "shared", paced: int = 40_000) -> dict:
                     maxima[(size, label)] = case["rate"]
             for size in (64, 1400):
                 rate = int(0.8 * maxima[(size, "4MiB")])
-                case = one_case(api, tools, watchers, pid=server.proc.pid, name=f"in-{size}-paced",
+                case = one_case(api, tools, watchers, engine=engine, name=f"in-{size}-paced",
                                 spec={"kind": "server", "reply": "none", "rcvbuf": MIB4},
                                 size=size, seconds=seconds, rate=rate, pinning=pinning)
                 case["buffer"] = "4MiB"
                 cases.append(case)
             if paced:
-                case = one_case(api, tools, watchers, pid=server.proc.pid, name="in-64-fixed",
+                case = one_case(api, tools, watchers, engine=engine, name="in-64-fixed",
                                 spec={"kind": "server", "reply": "none", "rcvbuf": MIB4},
                                 size=64, seconds=seconds, rate=paced, pinning=pinning)
                 case["buffer"] = "4MiB"
@@ -148,7 +160,7 @@ def run(seconds: float, pinning: str = "shared", paced: int = 40_000) -> dict:
                 cases.append(case)
         api.close()
     finally:
-        stop_udplab(server)
+        engine.close()
     engine_cases = list(cases)
     for size in (64, 1400):
         cases.append(reference(tools, size, 0, seconds))
@@ -159,11 +171,15 @@ def run(seconds: float, pinning: str = "shared", paced: int = 40_000) -> dict:
         cases.append(plain)
         engine = next(c for c in engine_cases if c.get("fixed"))
         fixed = {"rate": paced, "engine_cpu_us": engine["cpu_us"], "plain_cpu_us": plain["cpu_us"],
-                 "ratio": engine["cpu_us"] / plain["cpu_us"]}
+                 "ratio": engine["cpu_us"] / plain["cpu_us"], "parts_us": engine["parts_us"]}
     engine_cases = [c for c in engine_cases if not c.get("fixed")]
     best = max(c["rate"] for c in engine_cases if c["target_rate"] == 0)
     paced = [c for c in cases if c["target_rate"] and not c.get("fixed")]
-    return {"machine": machine(), "pinning": pinning, "fixed": fixed, "load_end": load_average(),
+    return {"machine": machine(), "engine": engine_kind, "placement": note, "pinning": pinning,
+            "fixed": fixed, "load_end": load_average(),
+            "counters_exact": all(c.get("exact", True) for c in engine_cases),
+            "max_over_plain": best / max(c["rate"] for c in cases if c.get("reference")
+                                         and not c.get("fixed")),
             "seconds": seconds, "cases": cases, "max_rate": best,
             "max_rate_64": max(c["rate"] for c in engine_cases if c["size"] == 64
                                and not c["target_rate"]),
@@ -178,14 +194,17 @@ def report(res: dict) -> str:
     for c in res["cases"]:
         rows.append([c["worker"], c["size"], c["buffer"],
                      f"{c['target_rate']:,}/s" if c["target_rate"] else "max",
-                     c["send_rate"], c["rate"], c["cpu_us"], c["capacity"], c["sent"], c["received"], c["lost"],
+                     c["send_rate"], c["rate"], c["cpu_us"],
+                     c["nats_us"] if c.get("nats_us") is not None else "",
+                     c["capacity"], c["sent"], c["received"], c["lost"],
                      c["kernel_drops"], f"{c['loss_pct']:.2f}%", c["watcher_events"],
                      c["watcher_dropped"]])
     text = table(f"Ingest: datagrams/s taken in, events on (1 JSON watcher), "
-                 f"{pinning_note(res.get('pinning', 'shared'), CPU, SENDER_CPU)}, "
+                 f"{res.get('placement', res.get('pinning', 'shared'))}, "
                  f"sender on CPU 1, {res['seconds']:g} s per case; load average at the end "
                  f"{res.get('load_end', '?')}",
                  ["worker", "bytes", "rcvbuf", "sender", "sent/s", "taken in/s", "CPU µs/dgram",
+                  "nats µs/dgram",
                   "1 core would take/s", "sent",
                   "received", "lost", "kernel drops", "loss", "watcher events",
                   "bus dropped"], rows)
@@ -194,6 +213,13 @@ def report(res: dict) -> str:
         text += (f"\nat a paced {f['rate']:,}/s, 64 B: udplab {f['engine_cpu_us']:.2f} µs CPU per "
                  f"datagram (all threads), the plain loop {f['plain_cpu_us']:.2f}: "
                  f"{f['ratio']:.2f}x")
+        if len(f.get("parts_us", {})) > 1:
+            text += " (by process: " + ", ".join(f"{p} {v:.2f}" for p, v in
+                                                f["parts_us"].items()) + "; nats-server not in the sum)"
+    if "counters_exact" in res:
+        text += (f"\ntop rate {res['max_over_plain']:.2f}x the plain loop's; counters "
+                 f"(the worker's, through the dashboard's API) = sent - kernel drops in every "
+                 f"case: {'yes' if res['counters_exact'] else 'NO'}")
     text += ("\n`plain Python` rows: bench/plain_receiver.py, the book's recvfrom loop without "
              "events, same sender, same CPU: the reference")
     text += (f"\nnet.core.rmem_default={res['rmem_default']:,}, rmem_max={res['rmem_max']:,}; "
@@ -210,9 +236,15 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=40_000,
                         help="the fixed paced rate for CPU per datagram against the plain loop "
                         "(0: none)")
+    parser.add_argument("--engine", choices=ENGINES, default="inproc",
+                        help="inproc: the worker in the udplab process (default); agent: in a "
+                        "`udplab agent` process on CPU 0 behind a dashboard on CPU 1 over NATS "
+                        "(--pinning does not apply)")
     args = parser.parse_args()
-    res = run(args.seconds, args.pinning, args.paced)
-    save("ingest" if args.pinning == "shared" else f"ingest-{args.pinning}", res)
+    stop_on_sigterm("ingest")
+    res = run(args.seconds, args.pinning, args.paced, args.engine)
+    where = "agent" if args.engine == "agent" else args.pinning
+    save("ingest" if where == "shared" else f"ingest-{where}", res)
     print(report(res))
 
 

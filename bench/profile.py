@@ -1,7 +1,7 @@
 """Profile the udplab process under load with py-spy (`.venv/bin/pip install py-spy`).
 
   .venv/bin/python bench/profile.py [--case ingest|echo|fanout-json|fanout-page|class|stream]
-                                    [--seconds 6]
+                                    [--seconds 6] [--engine agent]
 
 Starts a udplab on CPU 0, applies the load of the chosen case from CPU 1 (ingest: blast flat
 out to a server with reply none and 1 JSON watcher; echo: rt_client on CPU 0 to a server with
@@ -10,6 +10,9 @@ reply length and 1 JSON watcher; fanout-*: 5 000/s with 100 watchers; class: 1 0
 CPU 1, no watcher), records with
 `py-spy record --format raw` (collapsed stacks, no idle frames) and prints the self and
 inclusive share of the top functions. Output in bench/build/profile-<case>.txt.
+`--engine agent` (issue 17): the worker runs in a `udplab agent` process on CPU 0 behind a
+dashboard and nats-server on CPU 1 (bench/engine.py), and the agent is the process profiled.
+py-spy is taken from the venv, else from PATH.
 """
 
 import argparse
@@ -20,11 +23,15 @@ import time
 
 import httpx
 
-from common import (BUILD, Watchers, build_c, end, spawn_pinned, start_udplab, stop_udplab)
+from common import BUILD, Watchers, build_c, end, spawn_pinned
+from engine import ENGINES, Engine
 from pathlib import Path
+import shutil
 import sys
 
 PYSPY = Path(sys.executable).parent / "py-spy"
+if not PYSPY.exists():
+    PYSPY = Path(shutil.which("py-spy") or PYSPY)
 
 
 def main() -> None:
@@ -35,17 +42,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--watchers", type=int, default=None,
                         help="how many watchers (default: 100 for fanout-*, else 1)")
+    parser.add_argument("--engine", choices=ENGINES, default="inproc",
+                        help="agent: profile the worker's `udplab agent` process")
     args = parser.parse_args()
     tools = build_c()
-    server = start_udplab(cpus="0", args=("--max-watchers", "200"))  # 100 token watchers
-    out = BUILD / f"profile-{args.case}{'' if args.watchers is None else f'-{args.watchers}'}.txt"
+    engine = Engine(args.engine, "0", "1",
+                    args=("--max-watchers", "200"))  # 100 token watchers
+    server = engine.server
+    profiled = engine.parts.get("agent", server.proc.pid)
+    out = BUILD / (f"profile-{args.case}{'' if args.watchers is None else f'-{args.watchers}'}"
+                   f"{'-agent' if args.engine == 'agent' else ''}.txt")
     load = spy = watchers = None
     try:
         api = httpx.Client(base_url=server.base, headers=server.bearer, timeout=10)
         reply = "length" if args.case == "echo" else "none"
-        port = api.post("/api/workers", json={"kind": "server", "name": "prof", "port": 0,
-                                              "host": "127.0.0.1", "reply": reply,
-                                              "rcvbuf": 4194304}).json()["local"][1]
+        worker = api.post("/api/workers", json=engine.spec({
+            "kind": "server", "name": "prof", "port": 0, "host": "127.0.0.1", "reply": reply,
+            "rcvbuf": 4194304})).json()
+        port = worker["local"][1]
         n, kind = (100, args.case.split("-")[1]) if args.case.startswith("fanout") else (1, "json")
         n, kind = (100, "page") if args.case == "class" else (n, kind)
         n = 0 if args.case == "stream" else n
@@ -58,9 +72,9 @@ def main() -> None:
             load = spawn_pinned("1", [sys.executable, str(BUILD.parent / "plain_receiver.py"),
                                       4194304, life + 5], stdout=subprocess.PIPE, text=True)
             target = int(load.stdout.readline())
-            api.post("/api/workers", json={"kind": "stream", "name": "prof-stream",
-                                           "host": "127.0.0.1", "port": target, "size": 64,
-                                           "rate": 1_000_000, "count": 10_000_000})
+            api.post("/api/workers", json=engine.spec({
+                "kind": "stream", "name": "prof-stream", "host": "127.0.0.1", "port": target,
+                "size": 64, "rate": 1_000_000, "count": 10_000_000}))
         elif args.case == "echo":
             load = spawn_pinned("0", [tools["rt_client"], port, life, 64, 200],
                                 stdout=subprocess.DEVNULL)
@@ -69,17 +83,19 @@ def main() -> None:
             load = spawn_pinned("1", [tools["blast"], port, 64, life, rate],
                                 stdout=subprocess.DEVNULL)
         time.sleep(0.5)
-        spy = subprocess.run([PYSPY, "record", "--pid", str(server.proc.pid), "--duration",
+        spy = subprocess.run([PYSPY, "record", "--pid", str(profiled), "--duration",
                               str(int(args.seconds)), "--rate", "250", "--format", "raw",
                               "--output", str(out), "--nonblocking"],
                              capture_output=True, text=True, timeout=args.seconds + 30)
-        print(api.get("/api/workers/prof").json()["counters"])
+        print(api.get(f"/api/workers/{worker['id']}").json()["counters"])
     finally:
-        if load is not None:
-            end(load)
-        if watchers is not None:
-            watchers.close()
-        stop_udplab(server)
+        try:
+            if load is not None:
+                end(load)
+            if watchers is not None:
+                watchers.close()
+        finally:
+            engine.close()
     own, total, samples = collections.Counter(), collections.Counter(), 0
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")

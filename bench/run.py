@@ -2,7 +2,8 @@
 time limit, then one summary table against the targets of issues 8, 15 and 17. `fleet` needs
 Debian's nats-server (`make test-setup` installs it).
 
-  .venv/bin/python bench/run.py [--only echo,ingest,fanout,page,memory,class,stream,fleet]
+  .venv/bin/python bench/run.py [--only echo,ingest,fanout,page,memory,class,stream,fleet,
+                                        echo-agent,ingest-agent]
                                 [--quick]
 
 Exits 0 whether or not the targets hold (the table says which), and also when a benchmark
@@ -30,7 +31,11 @@ SUITE = {  # name: (arguments, time limit in seconds)
     "stream": (["--seconds", "2", "--rounds", "2"], 120),
     "fleet": (["--agents", "40", "--seconds", "8", "--page-seconds", "10", "--rounds", "60"],
               180),
+    # issue 17's own-process design: the worker in a `udplab agent` behind a dashboard
+    "echo-agent": (["--engine", "agent", "--rounds", "5", "--seconds", "2"], 90),
+    "ingest-agent": (["--engine", "agent", "--seconds", "2"], 90),
 }
+SCRIPT = {"echo-agent": "echo", "ingest-agent": "ingest"}  # name: its script, if not the name
 QUICK = {
     "echo": ["--rounds", "2", "--seconds", "1"],
     "ingest": ["--seconds", "1"],
@@ -40,6 +45,8 @@ QUICK = {
     "class": ["--rate", "1000", "--seconds", "2", "--viewers", "100"],
     "stream": ["--seconds", "1", "--rounds", "1"],
     "fleet": ["--agents", "40", "--seconds", "3", "--page-seconds", "4", "--rounds", "20"],
+    "echo-agent": ["--engine", "agent", "--rounds", "2", "--seconds", "1"],
+    "ingest-agent": ["--engine", "agent", "--seconds", "1"],
 }
 
 
@@ -92,6 +99,35 @@ def summary(results: dict) -> list[list]:
                          "plain loop", f"{fixed['ratio']:.2f}x ({fixed['engine_cpu_us']:.2f} vs "
                          f"{fixed['plain_cpu_us']:.2f} µs)", "<= 1.1x",
                          verdict(fixed["ratio"] <= 1.1)])
+    echo = results.get("echo-agent")
+    if echo:
+        for key, label, target in (("engine_over_python", "book's Python server", 1.0),
+                                   ("engine_over_c", "C server", 0.85)):
+            rows.append(["echo-agent", f"engine in its own process / {label}",
+                         f"{echo[key]:.2f}x", f">= {target}x", verdict(echo[key] >= target)])
+        parts = echo["engine_parts_us"]
+        rows.append(["echo-agent", "CPU µs per round trip agent | dashboard | nats-server",
+                     " | ".join(f"{parts[k]:.1f}" for k in ("agent", "dashboard", "nats")),
+                     "", ""])
+        rows.append(["echo-agent", "the agent's counters through the dashboard's API",
+                     "exact" if echo["counters_exact"] else "NOT EXACT", "exact",
+                     verdict(echo["counters_exact"])])
+    ingest = results.get("ingest-agent")
+    if ingest:
+        r = ingest["max_over_plain"]
+        rows.append(["ingest-agent", "top rate / the plain loop's", f"{r:.2f}x "
+                     f"({fmt(ingest['max_rate'])}/s)", ">= 1.0x", verdict(r >= 1.0)])
+        fixed = ingest.get("fixed")
+        if fixed:
+            parts = fixed["parts_us"]
+            rows.append(["ingest-agent", f"CPU per datagram at a paced {fixed['rate']:,}/s: "
+                         "agent + dashboard / plain loop", f"{fixed['ratio']:.2f}x "
+                         f"({parts['agent']:.2f} + {parts['dashboard']:.2f} vs "
+                         f"{fixed['plain_cpu_us']:.2f} µs; nats-server {parts['nats']:.2f})",
+                         "<= 1.1x", verdict(fixed["ratio"] <= 1.1)])
+        rows.append(["ingest-agent", "the agent's counters = sent - kernel drops",
+                     "yes" if ingest["counters_exact"] else "NO", "exact",
+                     verdict(ingest["counters_exact"])])
     fanout = results.get("fanout")
     if fanout:
         for c in fanout["cases"]:
@@ -240,7 +276,7 @@ def main() -> int:
         print(f"\n== {name} (load {load()}) ==", flush=True)
         t0 = time.monotonic()
         try:
-            run_one([sys.executable, str(BENCH / f"{name}.py"), *argv], limit)
+            run_one([sys.executable, str(BENCH / f"{SCRIPT.get(name, name)}.py"), *argv], limit)
             results[name] = json.loads(path.read_text())
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError,
                 ValueError) as exc:
