@@ -4,6 +4,7 @@ workers with `machine: b, where: h1` run inside b's lab hosts."""
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -105,6 +106,27 @@ def test_a_teacher_builds_and_uses_the_lab_of_a_lab_machine(dashboard, lan_fleet
         scenario = http.post("/api/lab/scenarios/exchange", params={"machine": "b"})
         assert scenario.status_code == 201, scenario.text
         assert scenario.json()["steps"] and all(s["ok"] for s in scenario.json()["steps"])
+        # while a long one runs there (its listener waits 1.2 s for the switch), b still
+        # answers other commands: the dashboard lists the scenario's worker running
+        answers: dict = {}
+
+        def snooping() -> None:
+            with dashboard.client() as other:  # a client of its own: one per thread
+                other.timeout = LAB_SECONDS
+                answers["snooping"] = other.post("/api/lab/scenarios/snooping",
+                                                 params={"machine": "b"})
+        long_one = threading.Thread(target=snooping)
+        long_one.start()
+        try:
+            def scenario_worker_running() -> bool:
+                return any(w["id"].startswith("b:lab-snooping-") and w["state"] == "running"
+                           for w in http.get("/api/workers").json()["workers"])
+            wait_for(lambda: scenario_worker_running() or not long_one.is_alive(),
+                     "the snooping scenario's listener on b")
+            assert long_one.is_alive() and scenario_worker_running()
+        finally:
+            long_one.join(timeout=LAB_SECONDS)
+        assert answers["snooping"].status_code == 201, answers["snooping"].text
 
         gone = http.delete("/api/lab", params={"machine": "b"})
         assert gone.status_code == 200, gone.text
