@@ -4,6 +4,7 @@ workers with `machine: b, where: h1` run inside b's lab hosts."""
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -171,3 +172,22 @@ def test_mistakes_about_a_labs_machine_are_plain_answers(dashboard, lan_fleet):
         lost = http.post("/api/lab", params={"machine": "c"})
         assert lost.status_code == 503 and "Machine c" in lost.json()["error"], lost.text
     assert "Traceback" not in dashboard.log()
+
+
+def test_an_agent_removes_the_namespaces_a_killed_agents_lab_left(lan_fleet):
+    """A lab PC's agent SIGKILLed with its lab built leaves namespaces named after its process
+    id (`udplab-<pid>-…`): the next agent removes them at its start, as the dashboard does."""
+    lan, server = lan_fleet
+    gone = subprocess.Popen(["true"])
+    gone.wait(timeout=5)
+    orphan = f"udplab-{gone.pid}-1-h1"
+    subprocess.run(["ip", "netns", "add", orphan], check=True, timeout=10)
+    try:
+        agent = lan.agent(server, "c")
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                timeout=10).stdout.split()
+        assert orphan not in listed
+        assert "namespaces left by a lab whose agent was killed" in agent.stderr()
+        assert agent.stop() == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", orphan], capture_output=True, timeout=10)
