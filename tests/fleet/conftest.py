@@ -177,15 +177,17 @@ class Lan:
             ip("-n", ns, "link", "set", "lo", "up")
 
     def agent(self, server: NatsServer, machine: str, *, creds: str | None = None,
-              extra: tuple[str, ...] = (), wait: bool = True) -> AgentProcess:
-        """Start `udplab agent` for `machine` inside its namespace; wait until it serves."""
+              extra: tuple[str, ...] = (), wait: bool = True,
+              wrap: tuple[str, ...] = ()) -> AgentProcess:
+        """Start `udplab agent` for `machine` inside its namespace; wait until it serves.
+        `wrap` goes before Python (`setpriv ...`: an agent with fewer capabilities)."""
         n = sum(1 for a in self.agents if a.name == machine)
         out = server.dir / f"agent-{machine}-{n}.out"
         err = server.dir / f"agent-{machine}-{n}.err"
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         with out.open("wb") as o, err.open("wb") as e:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns(machine), sys.executable, "-m", "webapp",
+                ["ip", "netns", "exec", self.ns(machine), *wrap, sys.executable, "-m", "webapp",
                  "agent", "--nats", server.url, "--name", machine, "--creds",
                  str(server.dir / f"{creds or machine}.creds"),
                  "--allow-net", f"{SUBNET}.0/24", *extra],

@@ -34,6 +34,10 @@ BATCH_BYTES = 256 * 1024  # a message's events at most (nats-server's max_payloa
 # `fleet init` writes needs no stream, storage or extra permissions, and the agent, which
 # numbers its own batches, already knows what to resend. The buffer is bounded by bytes.
 REPLAY_BYTES = 32 * 1024 * 1024
+# Commands that take seconds (a lab's build runs some 40 `ip` commands): answered from a task
+# of their own, since the NATS client hands one subscription's messages over one at a time
+# and every other command would wait behind them.
+SLOW = frozenset({"lab-build", "lab-teardown", "lab-scenario"})
 
 
 class Agent:
@@ -55,6 +59,7 @@ class Agent:
         self.kept: collections.deque[tuple[int, bytes]] = collections.deque()  # (seq, body)
         self.kept_bytes = 0
         self.replay_bytes = REPLAY_BYTES
+        self._aside: set[asyncio.Task] = set()  # slow commands in progress
         self.commands: dict[str, Callable[[dict], Awaitable[Any]]] = {
             "start": lambda a: machine.start(a.get("spec")),
             "stop": lambda a: machine.stop(_id(a)),
@@ -68,6 +73,11 @@ class Agent:
             "ports": lambda a: machine.ports(a.get("query")),
             "options": lambda a: machine.options(_id(a)),
             "set-option": lambda a: machine.set_option(_id(a), a.get("name"), a.get("value")),
+            # the lab, built by this agent's own supervisor under its own flags
+            "lab": lambda a: machine.lab(),
+            "lab-build": lambda a: machine.build_lab(),
+            "lab-teardown": lambda a: machine.teardown_lab(),
+            "lab-scenario": lambda a: machine.lab_scenario(a.get("name")),
             "hello": lambda a: _value(self.hello()),
             "replay": self.replay,
         }
@@ -82,7 +92,7 @@ class Agent:
 
     async def subscribe(self) -> None:
         """Take this machine's commands (nats-server may refuse: see `Connection`)."""
-        await self.nc.subscribe(subject(self.name, "cmd", ">"), cb=self._command)
+        await self.nc.subscribe(subject(self.name, "cmd", ">"), cb=self._dispatch)
         # Subscribe, then flush: a request sent before the server knows our subscription
         # would find no responder.
         await self.nc.flush()
@@ -96,6 +106,15 @@ class Agent:
                 group.create_task(self._beat(), name="agent heartbeat")
         finally:
             self._subscription.close()
+
+    async def _dispatch(self, msg: Msg) -> None:
+        """A command now, or a slow one in a task of its own (see `SLOW`)."""
+        if msg.subject.rsplit(".", 1)[-1] not in SLOW:
+            await self._command(msg)
+            return
+        task = asyncio.create_task(self._command(msg), name=f"agent {msg.subject}")
+        self._aside.add(task)
+        task.add_done_callback(self._aside.discard)
 
     async def _command(self, msg: Msg) -> None:
         verb = msg.subject.rsplit(".", 1)[-1]

@@ -115,7 +115,7 @@ def agent_main(argv: list[str]) -> int:
 async def _run_agent(args: argparse.Namespace, creds: Creds, url: str) -> int:
     import ipaddress
 
-    from webapp.engine import Supervisor
+    from webapp.engine import Supervisor, lab
     from webapp.engine.policy import Policy
     from webapp.fleet.agent import Agent
     from webapp.fleet.connection import Connection
@@ -145,6 +145,11 @@ async def _run_agent(args: argparse.Namespace, creds: Creds, url: str) -> int:
         opening.cancel()
         return 0
     nc = opening.result()
+    # as the dashboard does at its start: a lab whose agent was killed (SIGKILL, power cut)
+    # leaves its namespaces behind; their names carry that agent's process id
+    orphans = await loop.run_in_executor(None, lab.clean_orphans)
+    if orphans:
+        say(f"removed {len(orphans)} namespaces left by a lab whose agent was killed")
     try:
         async with Supervisor(policy=policy) as supervisor:
             agent = Agent(LocalMachine(supervisor, args.name), nc)

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from webapp.engine import BadSpec, Conflict, EventBus, Supervisor, UnknownWorker
+from webapp.engine import BadSpec, Conflict, EngineError, EventBus, Supervisor, UnknownWorker
 from webapp.fleet import wire
 from webapp.fleet.broadcasts import Broadcasts
 from webapp.fleet.config import APP, Creds, FleetError, check_machine, subject
@@ -27,6 +27,12 @@ if TYPE_CHECKING:  # the dashboard without --nats never loads the NATS client
     from webapp.fleet.connection import Connection
 
 log = logging.getLogger("udplab.fleet")
+
+
+class UnknownMachine(EngineError):
+    """An address names a machine the fleet does not have (`?machine=zz`)."""
+
+    status = 404
 
 
 class Fleet:
@@ -161,6 +167,14 @@ class Fleet:
             raise BadSpec(f"There is no machine {name!r} in the fleet (machines: {known}); "
                           "start 'udplab agent' there first", field="machine")
         return machine
+
+    def named(self, name: Any) -> Machine:
+        """The machine an address names (`?machine=b`; None or "": the local one), with
+        `machine()`'s sentence when there is none, as a 404: the address names nothing."""
+        try:
+            return self.machine(name)
+        except BadSpec as exc:
+            raise UnknownMachine(exc.message, field="machine") from None
 
     def locate(self, worker_id: str) -> tuple[Machine, str]:
         """The machine a fleet-wide worker id lives on, and its id there."""

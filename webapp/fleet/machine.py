@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from webapp import __version__
 from webapp.engine import BadSpec, Supervisor, interfaces, ports, sockopts
+from webapp.engine.lab.scenarios import LabScenarios
 from webapp.fleet.config import LOCAL
 
 
@@ -57,6 +58,18 @@ class Machine(Protocol):
     async def set_option(self, worker_id: str, name: str, value: Any) -> dict[str, Any]:
         """Set one socket option on a live worker's socket."""
 
+    async def lab(self) -> dict[str, Any]:
+        """The machine's virtual LAN, as `GET /api/lab` shows it."""
+
+    async def build_lab(self) -> dict[str, Any]:
+        """Build the machine's virtual LAN (seconds: it runs `ip` commands); the lab."""
+
+    async def teardown_lab(self) -> dict[str, Any]:
+        """Stop the workers on the lab, delete its namespaces; the lab, with `removed`."""
+
+    async def lab_scenario(self, name: str) -> dict[str, Any]:
+        """Run a one-click lab scenario on the machine's lab; its steps."""
+
     def status(self) -> dict[str, Any]:
         """`{"name", "state", "local", "seen", "workers", "interfaces", "version"}`."""
 
@@ -66,9 +79,11 @@ class LocalMachine:
 
     local = True
 
-    def __init__(self, supervisor: Supervisor, name: str = LOCAL):
+    def __init__(self, supervisor: Supervisor, name: str = LOCAL,
+                 scenarios: LabScenarios | None = None):
         self.supervisor = supervisor
         self.name = name
+        self.scenarios = scenarios  # made at the first scenario when not given
 
     async def start(self, spec: dict[str, Any]) -> dict[str, Any]:
         return (await self.supervisor.start(spec)).to_dict()
@@ -107,6 +122,23 @@ class LocalMachine:
 
     async def set_option(self, worker_id: str, name: str, value: Any) -> dict[str, Any]:
         return sockopts.set_option(self.supervisor.get(worker_id).sock, name, value)
+
+    async def lab(self) -> dict[str, Any]:
+        return self.supervisor.lab.to_dict()
+
+    async def build_lab(self) -> dict[str, Any]:
+        return (await self.supervisor.build_lab()).to_dict()
+
+    async def teardown_lab(self) -> dict[str, Any]:
+        removed = await self.supervisor.teardown_lab()
+        return {**self.supervisor.lab.to_dict(), "removed": removed}
+
+    async def lab_scenario(self, name: str) -> dict[str, Any]:
+        if not isinstance(name, str):
+            raise BadSpec("Give the name of a lab scenario", field="scenario")
+        if self.scenarios is None:
+            self.scenarios = LabScenarios(self.supervisor)
+        return await self.scenarios.run(name)
 
     def status(self) -> dict[str, Any]:
         return {

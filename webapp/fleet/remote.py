@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # the dashboard without --nats never loads the NATS client
 
 LOST_AFTER = 10.0  # seconds of silence before a machine is `lost`
 REQUEST_TIMEOUT = 5.0  # seconds an agent gets to answer a command
+# Building or tearing down a lab runs some 40 `ip` commands on the agent (a second or two on
+# an idle machine, more on a loaded one), and a scenario waits for its datagrams: those get
+# longer. The agent runs them aside, so its other commands still answer meanwhile.
+LAB_TIMEOUT = 60.0
 log = logging.getLogger("udplab.fleet")
 
 
@@ -208,19 +212,21 @@ class RemoteMachine:
 
     # --- commands --------------------------------------------------------------------------
 
-    async def request(self, verb: str, **args: Any) -> Any:
-        """Ask the agent; its answer, or its engine error raised here, or `Unreachable`."""
+    async def request(self, verb: str, *, timeout: float | None = None, **args: Any) -> Any:
+        """Ask the agent; its answer, or its engine error raised here, or `Unreachable`
+        (no answer within `timeout` seconds, default `self.timeout`)."""
         from nats.errors import NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
 
+        timeout = self.timeout if timeout is None else timeout
         try:
             msg = await self.nc.request(subject(self.name, "cmd", verb), wire.dumps(args),
-                                        timeout=self.timeout)
+                                        timeout=timeout)
         except NoRespondersError:
             raise Unreachable(f"Machine {self.name} is not connected (its agent is not "
                               "running): start 'udplab agent' there", field="machine") from None
         except NatsTimeout:
-            raise Unreachable(f"Machine {self.name} did not answer within {self.timeout:g} s",
+            raise Unreachable(f"Machine {self.name} did not answer within {timeout:g} s",
                               field="machine") from None
         self.seen = time.time()
         try:
@@ -299,6 +305,18 @@ class RemoteMachine:
 
     async def set_option(self, worker_id: str, name: str, value: Any) -> dict[str, Any]:
         return await self.request("set-option", id=worker_id, name=name, value=value)
+
+    async def lab(self) -> dict[str, Any]:
+        return await self.request("lab")
+
+    async def build_lab(self) -> dict[str, Any]:
+        return await self.request("lab-build", timeout=LAB_TIMEOUT)
+
+    async def teardown_lab(self) -> dict[str, Any]:
+        return await self.request("lab-teardown", timeout=LAB_TIMEOUT)
+
+    async def lab_scenario(self, name: str) -> dict[str, Any]:
+        return await self.request("lab-scenario", name=name, timeout=LAB_TIMEOUT)
 
     def status(self) -> dict[str, Any]:
         hello = self.hello

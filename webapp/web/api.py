@@ -3,9 +3,9 @@
 import asyncio
 import json
 import os
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, Query, Request, WebSocket
 
 from webapp.engine import BadSpec, interfaces, ports, sockopts
 from webapp.fleet.wire import SEP
@@ -276,29 +276,50 @@ async def binding(request: Request, binding: BindingDep) -> dict[str, Any]:
     return await binding.run(interface=interface or None)
 
 
+# `?machine=b` acts on machine b's own lab (its agent builds it); absent, on this machine's.
+MachineQuery = Annotated[str | None, Query(description="a machine of the fleet (GET "
+                                             "/api/machines); absent: the dashboard's own")]
+
+
 @router.get("/lab")
-async def get_lab(supervisor: SupervisorDep) -> dict[str, Any]:
+async def get_lab(supervisor: SupervisorDep, fleet: FleetDep,
+                  machine: MachineQuery = None) -> dict[str, Any]:
     """The virtual LAN: hosts (name, address, broadcast, mtu, subnet), router, subnets."""
+    where = fleet.named(machine)
+    if where is not fleet.local:
+        return await where.lab()
     return supervisor.lab.to_dict()
 
 
 @router.post("/lab", status_code=201)
-async def build_lab(supervisor: SupervisorDep) -> dict[str, Any]:
+async def build_lab(supervisor: SupervisorDep, fleet: FleetDep,
+                    machine: MachineQuery = None) -> dict[str, Any]:
     """Build the default virtual LAN (needs CAP_NET_ADMIN; 403 says how to get it)."""
+    where = fleet.named(machine)
+    if where is not fleet.local:
+        return await where.build_lab()
     return (await supervisor.build_lab()).to_dict()
 
 
 @router.delete("/lab")
-async def delete_lab(supervisor: SupervisorDep) -> dict[str, Any]:
+async def delete_lab(supervisor: SupervisorDep, fleet: FleetDep,
+                     machine: MachineQuery = None) -> dict[str, Any]:
     """Stop the workers on the lab and delete its namespaces."""
+    where = fleet.named(machine)
+    if where is not fleet.local:
+        return await where.teardown_lab()
     removed = await supervisor.teardown_lab()
     return {**supervisor.lab.to_dict(), "removed": removed}
 
 
 @router.post("/lab/scenarios/{name}", status_code=201)
-async def lab_scenario(name: str, scenarios: LabScenariosDep) -> dict[str, Any]:
+async def lab_scenario(name: str, scenarios: LabScenariosDep, fleet: FleetDep,
+                       machine: MachineQuery = None) -> dict[str, Any]:
     """Run a one-click lab scenario: exchange, broadcast, mtu, binding, multicast, ssm,
     snooping or all-nodes."""
+    where = fleet.named(machine)
+    if where is not fleet.local:
+        return await where.lab_scenario(name)
     return await scenarios.run(name)
 
 
