@@ -11,34 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from live import start_server, stop_and_check
+from test_fleet_web import dashboard, wait_for  # noqa: F401 (a fixture)
 from webapp.engine.lab import NEEDS_ADMIN
 
 NODES = {"switch", "router", "h1", "h2", "h3", "h4"}
 LAB_SECONDS = 70.0  # the dashboard waits up to 60 s for an agent's build (LAB_TIMEOUT)
-
-
-def wait_for(predicate, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def dashboard(lan_fleet, tmp_path_factory):
-    """`udplab --nats URL --creds FILE` on a free port, joined to this module's fleet."""
-    lan, server = lan_fleet
-    live = start_server(tmp_path_factory.mktemp("dashboard"),
-                        args=("--max-token-failures", "0", "--nats", server.url, "--creds",
-                              str(server.dir / "dashboard.creds")))
-    try:
-        yield live
-    finally:
-        stop_and_check(live)
 
 
 def up(http, *names: str) -> None:

@@ -4,21 +4,9 @@ the test's own bridge heard on every machine); and, without --nats, it says it n
 
 import pytest
 
-from live import start_server, stop_and_check
+from test_fleet_web import dashboard  # noqa: F401 (a fixture)
 
 NAME = "13-two-machines"
-
-
-@pytest.fixture(scope="module")
-def dashboard(lan_fleet, tmp_path_factory):
-    lan, server = lan_fleet
-    live = start_server(tmp_path_factory.mktemp("dashboard"),
-                        args=("--max-token-failures", "0", "--nats", server.url, "--creds",
-                              str(server.dir / "dashboard.creds")))
-    try:
-        yield live
-    finally:
-        stop_and_check(live)
 
 
 def wait_up(http, names, timeout=10.0):
