@@ -3,6 +3,7 @@
 workers with `machine: b, where: h1` run inside b's lab hosts."""
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -119,6 +120,53 @@ def test_a_teacher_builds_and_uses_the_lab_of_a_lab_machine(dashboard, lan_fleet
         assert placed.status_code == 422 and "build it first" in placed.json()["error"]
         assert http.delete("/api/lab", params={"machine": "a"}).status_code == 200
     print(f"lab build on agent b through the API: {build_seconds:.2f} s")
+    assert "Traceback" not in dashboard.log()
+
+
+def follow(http, message: str):
+    """Make the one API call a message names (such as `POST /api/lab?machine=b`)."""
+    [(method, path)] = re.findall(r"\b(GET|POST|DELETE) (/api/[^\s),]+)", message)
+    return http.request(method, path)
+
+
+@pytest.mark.timeout(120)  # one lab built and torn down on b
+def test_a_lab_machines_messages_name_the_calls_for_that_machine(dashboard, lan_fleet):
+    """b's engine says "build it first (POST /api/lab)" of its own lab: through the dashboard
+    the call is `POST /api/lab?machine=b` (not the Lab panel, which acts on the dashboard's
+    own lab), and making the call a message names mends what it said, on b."""
+    with dashboard.client() as http:
+        http.timeout = LAB_SECONDS
+        up(http, "b")
+        assert http.get("/api/lab", params={"machine": "b"}).json()["built"] is False
+        placed = http.post("/api/workers", json={"machine": "b", "where": "h1",
+                                                 "kind": "server", "port": 0})
+        assert placed.status_code == 422, placed.text
+        told = placed.json()["error"]
+        assert told.endswith("build it first (POST /api/lab?machine=b)"), told
+        assert placed.json()["field"] == "where"
+        # the policy's refusal of an address of b's lab while it is down, before any datagram
+        refused = http.post("/api/workers", json={"machine": "b", "kind": "client",
+                                                  "host": "198.18.1.2", "port": 9})
+        assert refused.status_code == 403, refused.text
+        assert "build it first (POST /api/lab?machine=b), then" in refused.json()["error"]
+        assert "Lab panel" not in refused.json()["error"]
+        try:
+            built = follow(http, told)
+            assert built.status_code == 201, built.text
+            assert http.get("/api/lab", params={"machine": "b"}).json()["built"] is True
+            assert http.get("/api/lab").json()["built"] is False  # not the dashboard's own
+            again = http.post("/api/lab", params={"machine": "b"})
+            assert again.status_code == 409, again.text
+            assert again.json()["error"].endswith("tear it down first "
+                                                  "(DELETE /api/lab?machine=b)")
+            gone = follow(http, again.json()["error"])
+            assert gone.status_code == 200 and gone.json()["built"] is False, gone.text
+        finally:
+            http.delete("/api/lab", params={"machine": "b"})
+        # the dashboard's own engine keeps its own words: its lab, and the Lab panel
+        local = http.post("/api/workers", json={"where": "h1", "kind": "server", "port": 0})
+        assert local.status_code == 422, local.text
+        assert local.json()["error"].endswith("build it first (POST /api/lab, or the Lab panel)")
     assert "Traceback" not in dashboard.log()
 
 
