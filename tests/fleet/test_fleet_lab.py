@@ -131,9 +131,10 @@ def follow(http, message: str):
 
 @pytest.mark.timeout(120)  # one lab built and torn down on b
 def test_a_lab_machines_messages_name_the_calls_for_that_machine(dashboard, lan_fleet):
-    """b's engine says "build it first (POST /api/lab)" of its own lab: through the dashboard
-    the call is `POST /api/lab?machine=b` (not the Lab panel, which acts on the dashboard's
-    own lab), and making the call a message names mends what it said, on b."""
+    """b's engine says "build it first (POST /api/lab, or the Lab panel)" of its own lab:
+    through the dashboard the call is `POST /api/lab?machine=b` and the panel is named with b
+    to pick (it shows the dashboard's own lab until then), and making the call a message
+    names mends what it said, on b."""
     with dashboard.client() as http:
         http.timeout = LAB_SECONDS
         up(http, "b")
@@ -142,14 +143,15 @@ def test_a_lab_machines_messages_name_the_calls_for_that_machine(dashboard, lan_
                                                  "kind": "server", "port": 0})
         assert placed.status_code == 422, placed.text
         told = placed.json()["error"]
-        assert told.endswith("build it first (POST /api/lab?machine=b)"), told
+        assert told.endswith("build it first (POST /api/lab?machine=b, or the Lab panel "
+                             "with b picked)"), told
         assert placed.json()["field"] == "where"
         # the policy's refusal of an address of b's lab while it is down, before any datagram
         refused = http.post("/api/workers", json={"machine": "b", "kind": "client",
                                                   "host": "198.18.1.2", "port": 9})
         assert refused.status_code == 403, refused.text
-        assert "build it first (POST /api/lab?machine=b), then" in refused.json()["error"]
-        assert "Lab panel" not in refused.json()["error"]
+        assert "build it first (the Lab panel with b picked, or POST /api/lab?machine=b), " \
+            "then" in refused.json()["error"], refused.text
         try:
             built = follow(http, told)
             assert built.status_code == 201, built.text
@@ -216,3 +218,33 @@ def test_an_agent_removes_the_namespaces_a_killed_agents_lab_left(lan_fleet):
         assert agent.stop() == 0
     finally:
         subprocess.run(["ip", "netns", "del", orphan], capture_output=True, timeout=10)
+
+
+HTMX = {"HX-Request": "true"}
+
+
+def test_the_lab_panels_machine_is_checked_and_said_in_the_panel(dashboard, lan_fleet):
+    """The page's Lab panel routes with a machine that is not in the fleet (or a name that is
+    no name): the panel says so in a sentence, its picker still there; nothing is built."""
+    with dashboard.client() as http:
+        up(http, "a", "b")
+        for name in ("nowhere", "x" * 300, "<script>alert(1)</script>"):
+            shown = http.get("/lab", params={"lab": name}, headers=HTMX)
+            assert shown.status_code == 200, shown.text
+            assert "There is no machine" in shown.text and 'name="lab"' in shown.text
+            assert "<script>alert" not in shown.text and len(shown.text) < 20_000
+            page = http.get("/", params={"lab": name})
+            assert page.status_code == 200 and "There is no machine" in page.text
+            for path in ("/lab", "/lab/delete", "/lab/scenarios/exchange"):
+                acted = http.post(path, data={"machine": name}, headers=HTMX)
+                assert acted.status_code == 200, (path, acted.text)
+                assert "There is no machine" in acted.text, (path, acted.text)
+            plain = http.post("/lab", data={"machine": name})
+            assert plain.status_code == 303 and plain.headers["location"] == "/#lab"
+        # the fleet's name of this machine is this machine: its own panel, picked as such
+        own = http.get("/lab", params={"lab": "local"}, headers=HTMX)
+        assert re.search(r'<option value="" selected>this machine</option>', own.text), own.text
+        assert 'name="machine"' not in own.text
+        assert http.get("/api/lab").json()["built"] is False
+        assert http.get("/api/lab", params={"machine": "a"}).json()["built"] is False
+    assert "Traceback" not in dashboard.log()

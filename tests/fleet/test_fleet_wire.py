@@ -291,9 +291,9 @@ def test_an_agents_message_names_the_api_calls_of_its_machine():
     agent, is tests/fleet/test_fleet_lab.py); other calls and other words are left alone."""
     said = {
         "build it first (POST /api/lab, or the Lab panel)":
-            "build it first (POST /api/lab?machine=b)",
+            "build it first (POST /api/lab?machine=b, or the Lab panel with b picked)",
         "build it first (the Lab panel, or POST /api/lab), then":
-            "build it first (POST /api/lab?machine=b), then",
+            "build it first (the Lab panel with b picked, or POST /api/lab?machine=b), then",
         "tear it down first (DELETE /api/lab)": "tear it down first (DELETE /api/lab?machine=b)",
         "see GET /api/lab.": "see GET /api/lab?machine=b.",
         "run POST /api/lab/scenarios/all-nodes": "run POST /api/lab/scenarios/all-nodes?machine=b",

@@ -27,12 +27,13 @@ REQUEST_TIMEOUT = 5.0  # seconds an agent gets to answer a command
 # longer. The agent runs them aside, so its other commands still answer meanwhile.
 LAB_TIMEOUT = 60.0
 log = logging.getLogger("udplab.fleet")
-# The engine's messages name the call that mends them ("build it first (POST /api/lab)"), for
-# the machine the engine runs on. An agent's engine is another machine's, so on the dashboard
-# its calls get `?machine=<name>`, and the Lab panel, which acts on the dashboard's own lab,
-# is not offered. The engine stays web-free: only this fleet layer knows the API's shape.
+# The engine's messages name the call that mends them ("build it first (POST /api/lab, or
+# the Lab panel)"), for the machine the engine runs on. An agent's engine is another
+# machine's, so on the dashboard its calls get `?machine=<name>`, and the Lab panel (which
+# shows this dashboard's own lab until another is picked) is named with the machine to pick.
+# The engine stays web-free: only this fleet layer knows the API's and the page's shape.
 _MACHINE_CALL = re.compile(r"\b((?:GET|POST|DELETE) /api/lab(?:/[\w-]+)*)(?![\w/?])")
-_LAB_PANEL = re.compile(r", or the Lab panel\b|\bthe Lab panel, or ")
+_LAB_PANEL = re.compile(r"\bthe Lab panel\b")
 
 
 def on_machine(message: str, machine: str) -> str:
@@ -40,7 +41,7 @@ def on_machine(message: str, machine: str) -> str:
     `machine` (`POST /api/lab?machine=b`)."""
     if "/api/" not in message:
         return message
-    message = _LAB_PANEL.sub("", message)
+    message = _LAB_PANEL.sub(f"the Lab panel with {machine} picked", message)
     return _MACHINE_CALL.sub(lambda call: f"{call.group(1)}?machine={machine}", message)
 
 
