@@ -3,6 +3,7 @@
 workers with `machine: b, where: h1` run inside b's lab hosts."""
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -122,6 +123,55 @@ def test_a_teacher_builds_and_uses_the_lab_of_a_lab_machine(dashboard, lan_fleet
     assert "Traceback" not in dashboard.log()
 
 
+def follow(http, message: str):
+    """Make the one API call a message names (such as `POST /api/lab?machine=b`)."""
+    [(method, path)] = re.findall(r"\b(GET|POST|DELETE) (/api/[^\s),]+)", message)
+    return http.request(method, path)
+
+
+@pytest.mark.timeout(120)  # one lab built and torn down on b
+def test_a_lab_machines_messages_name_the_calls_for_that_machine(dashboard, lan_fleet):
+    """b's engine says "build it first (POST /api/lab, or the Lab panel)" of its own lab:
+    through the dashboard the call is `POST /api/lab?machine=b` and the panel is named with b
+    to pick (it shows the dashboard's own lab until then), and making the call a message
+    names mends what it said, on b."""
+    with dashboard.client() as http:
+        http.timeout = LAB_SECONDS
+        up(http, "b")
+        assert http.get("/api/lab", params={"machine": "b"}).json()["built"] is False
+        placed = http.post("/api/workers", json={"machine": "b", "where": "h1",
+                                                 "kind": "server", "port": 0})
+        assert placed.status_code == 422, placed.text
+        told = placed.json()["error"]
+        assert told.endswith("build it first (POST /api/lab?machine=b, or the Lab panel "
+                             "with b picked)"), told
+        assert placed.json()["field"] == "where"
+        # the policy's refusal of an address of b's lab while it is down, before any datagram
+        refused = http.post("/api/workers", json={"machine": "b", "kind": "client",
+                                                  "host": "198.18.1.2", "port": 9})
+        assert refused.status_code == 403, refused.text
+        assert "build it first (the Lab panel with b picked, or POST /api/lab?machine=b), " \
+            "then" in refused.json()["error"], refused.text
+        try:
+            built = follow(http, told)
+            assert built.status_code == 201, built.text
+            assert http.get("/api/lab", params={"machine": "b"}).json()["built"] is True
+            assert http.get("/api/lab").json()["built"] is False  # not the dashboard's own
+            again = http.post("/api/lab", params={"machine": "b"})
+            assert again.status_code == 409, again.text
+            assert again.json()["error"].endswith("tear it down first "
+                                                  "(DELETE /api/lab?machine=b)")
+            gone = follow(http, again.json()["error"])
+            assert gone.status_code == 200 and gone.json()["built"] is False, gone.text
+        finally:
+            http.delete("/api/lab", params={"machine": "b"})
+        # the dashboard's own engine keeps its own words: its lab, and the Lab panel
+        local = http.post("/api/workers", json={"where": "h1", "kind": "server", "port": 0})
+        assert local.status_code == 422, local.text
+        assert local.json()["error"].endswith("build it first (POST /api/lab, or the Lab panel)")
+    assert "Traceback" not in dashboard.log()
+
+
 def test_mistakes_about_a_labs_machine_are_plain_answers(dashboard, lan_fleet):
     lan, server = lan_fleet
     # machine c's agent runs as root without CAP_NET_ADMIN: the engine's own refusal
@@ -168,3 +218,33 @@ def test_an_agent_removes_the_namespaces_a_killed_agents_lab_left(lan_fleet):
         assert agent.stop() == 0
     finally:
         subprocess.run(["ip", "netns", "del", orphan], capture_output=True, timeout=10)
+
+
+HTMX = {"HX-Request": "true"}
+
+
+def test_the_lab_panels_machine_is_checked_and_said_in_the_panel(dashboard, lan_fleet):
+    """The page's Lab panel routes with a machine that is not in the fleet (or a name that is
+    no name): the panel says so in a sentence, its picker still there; nothing is built."""
+    with dashboard.client() as http:
+        up(http, "a", "b")
+        for name in ("nowhere", "x" * 300, "<script>alert(1)</script>"):
+            shown = http.get("/lab", params={"lab": name}, headers=HTMX)
+            assert shown.status_code == 200, shown.text
+            assert "There is no machine" in shown.text and 'name="lab"' in shown.text
+            assert "<script>alert" not in shown.text and len(shown.text) < 20_000
+            page = http.get("/", params={"lab": name})
+            assert page.status_code == 200 and "There is no machine" in page.text
+            for path in ("/lab", "/lab/delete", "/lab/scenarios/exchange"):
+                acted = http.post(path, data={"machine": name}, headers=HTMX)
+                assert acted.status_code == 200, (path, acted.text)
+                assert "There is no machine" in acted.text, (path, acted.text)
+            plain = http.post("/lab", data={"machine": name})
+            assert plain.status_code == 303 and plain.headers["location"] == "/#lab"
+        # the fleet's name of this machine is this machine: its own panel, picked as such
+        own = http.get("/lab", params={"lab": "local"}, headers=HTMX)
+        assert re.search(r'<option value="" selected>this machine</option>', own.text), own.text
+        assert 'name="machine"' not in own.text
+        assert http.get("/api/lab").json()["built"] is False
+        assert http.get("/api/lab", params={"machine": "a"}).json()["built"] is False
+    assert "Traceback" not in dashboard.log()

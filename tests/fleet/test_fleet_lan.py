@@ -446,24 +446,36 @@ async def test_a_remote_broadcast_names_the_dashboards_own_listeners(dashboard, 
     await dashboard.remove(local["id"])
 
 
+@contextlib.asynccontextmanager
+async def listening_on_the_bridge(dashboard, lan, port: int):
+    """The set-up of a broadcast from the dashboard's own machine: hellos from a and b, a
+    listener on each at `port`, and the dashboard's policy widened to the test's bridge (as
+    `udplab --allow-net` would) while the block runs. Yields the subnet's broadcast address
+    and the two listeners (a's first)."""
+    subnet = lan.hosts["a"].rsplit(".", 1)[0]
+    await until(lambda: dashboard.machine("a").status()["interfaces"]
+                and dashboard.machine("b").status()["interfaces"], "hellos from a and b")
+    listeners = [await dashboard.start({"machine": m, "kind": "listener", "port": port})
+                 for m in ("a", "b")]
+    supervisor = dashboard.local.supervisor
+    policy = supervisor.policy
+    supervisor.policy = dataclasses.replace(policy, allowed_networks=(
+        ipaddress.ip_network(f"{subnet}.0/24"),))
+    try:
+        yield f"{subnet}.255", listeners
+    finally:
+        supervisor.policy = policy
+
+
 async def test_a_local_broadcast_names_the_listeners_of_other_machines(dashboard, lan_fleet):
     """The dashboard's own machine broadcasts on the bridge's subnet: `reached` names the
     listeners of a and b that heard it (their agents said so within the sender's wait)."""
     lan, _ = lan_fleet
     text = f"from the teacher {time.monotonic_ns()}"
-    subnet = lan.hosts["a"].rsplit(".", 1)[0]
-    await until(lambda: dashboard.machine("a").status()["interfaces"]
-                and dashboard.machine("b").status()["interfaces"], "hellos from a and b")
-    listeners = [await dashboard.start({"machine": m, "kind": "listener", "port": 1074})
-                 for m in ("a", "b")]
-    supervisor = dashboard.local.supervisor
-    policy = supervisor.policy  # as `udplab --allow-net` would: the test's own bridge only
-    supervisor.policy = dataclasses.replace(policy, allowed_networks=(
-        ipaddress.ip_network(f"{subnet}.0/24"),))
-    try:
+    async with listening_on_the_bridge(dashboard, lan, 1074) as (broadcast, listeners):
         with dashboard.bus.subscribe() as sub:
             sender = await dashboard.start({"kind": "broadcast", "port": 1074, "count": 1,
-                                            "host": f"{subnet}.255", "message": text})
+                                            "host": broadcast, "message": text})
             seen = []
 
             def sent() -> list:
@@ -471,8 +483,6 @@ async def test_a_local_broadcast_names_the_listeners_of_other_machines(dashboard
                 return [e for e in seen if e.worker == sender["id"] and e.type == "sent"]
 
             await until(lambda: len(sent()) == 1, "the broadcast", timeout=10)
-    finally:
-        supervisor.policy = policy
     assert sent()[0].reached == sorted(w["id"] for w in listeners)
     assert listeners[0]["id"] in sent()[0].message
     await dashboard.remove(sender["id"])
@@ -537,30 +547,19 @@ async def test_a_local_broadcast_names_a_late_listener_of_another_machine(dashbo
     a's listener; b's late report adds b's and counts it on the worker."""
     lan, _ = lan_fleet
     text = f"from the teacher, heard late {time.monotonic_ns()}"
-    subnet = lan.hosts["a"].rsplit(".", 1)[0]
-    await until(lambda: dashboard.machine("a").status()["interfaces"]
-                and dashboard.machine("b").status()["interfaces"], "hellos from a and b")
-    listeners = [await dashboard.start({"machine": m, "kind": "listener", "port": 1077})
-                 for m in ("a", "b")]
-    supervisor = dashboard.local.supervisor
-    policy = supervisor.policy  # as `udplab --allow-net` would: the test's own bridge only
-    supervisor.policy = dataclasses.replace(policy, allowed_networks=(
-        ipaddress.ip_network(f"{subnet}.0/24"),))
     seen = []
 
     def of_sender(kind: str) -> list:
         seen.extend(sub.drain()[0])
         return [e for e in seen if e.worker == sender["id"] and e.type == kind]
 
-    try:
+    async with listening_on_the_bridge(dashboard, lan, 1077) as (broadcast, listeners):
         with dashboard.bus.subscribe() as sub:
             async with stopped(running_agent(lan, "b"), 1.0):
                 sender = await dashboard.start({"kind": "broadcast", "port": 1077, "count": 1,
-                                                "host": f"{subnet}.255", "message": text})
+                                                "host": broadcast, "message": text})
                 await until(lambda: of_sender("sent"), "the broadcast", timeout=5)
             await until(lambda: of_sender("reached"), "b's late report", timeout=5)
-    finally:
-        supervisor.policy = policy
     [sent] = of_sender("sent")
     assert sent.reached == [listeners[0]["id"]], "b's report was not late: nothing tested"
     [late] = of_sender("reached")

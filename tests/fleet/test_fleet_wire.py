@@ -11,7 +11,7 @@ from webapp.engine.events import BroadcastSent, Event, Received, Sent, Stopped
 from webapp.fleet import wire
 from webapp.fleet.fleet import Fleet
 from webapp.fleet.machine import LocalMachine, Machine
-from webapp.fleet.remote import RemoteMachine, Unreachable
+from webapp.fleet.remote import RemoteMachine, Unreachable, on_machine
 
 
 def test_an_agents_event_becomes_the_same_class_here_with_its_machine():
@@ -284,3 +284,22 @@ async def test_once_reconnected_the_dashboard_asks_every_agent_how_far_it_got():
     assert asked == ["hello"] and agent.asked == [(2, 3)]
     assert [int(e.text) for e in events if e.type == "sent"] == [1, 2, 3, 4]
     assert events[-1].message == "Machine b: 3 event(s) of the outage recovered from b's buffer"
+
+
+def test_an_agents_message_names_the_api_calls_of_its_machine():
+    """Every way the engine names a lab call, said for machine b (the real path, through an
+    agent, is tests/fleet/test_fleet_lab.py); other calls and other words are left alone."""
+    said = {
+        "build it first (POST /api/lab, or the Lab panel)":
+            "build it first (POST /api/lab?machine=b, or the Lab panel with b picked)",
+        "build it first (the Lab panel, or POST /api/lab), then":
+            "build it first (the Lab panel with b picked, or POST /api/lab?machine=b), then",
+        "tear it down first (DELETE /api/lab)": "tear it down first (DELETE /api/lab?machine=b)",
+        "see GET /api/lab.": "see GET /api/lab?machine=b.",
+        "run POST /api/lab/scenarios/all-nodes": "run POST /api/lab/scenarios/all-nodes?machine=b",
+        "already GET /api/lab?machine=b": "already GET /api/lab?machine=b",
+        "list them with GET /api/recipes": "list them with GET /api/recipes",
+        "POST /api/laboratory": "POST /api/laboratory",
+        "Listening at ('198.18.1.2', 1060)": "Listening at ('198.18.1.2', 1060)",
+    }
+    assert {m: on_machine(m, "b") for m in said} == said

@@ -126,6 +126,64 @@ def test_search_and_delete(tmp_path):
     assert [s["id"] for s in store.sessions()] == [session]
 
 
+class Cancelled(BaseException):
+    """Stands for a task's cancellation: not an Exception, so only a `BaseException` rollback
+    catches it."""
+
+
+class CancelsWhenRead:
+    """An event whose contents cannot be had: writing it fails half-way through a worker."""
+
+    def to_dict(self) -> dict:
+        raise Cancelled
+
+
+def workers_and_lost(store: HistoryStore) -> tuple[int, int, int, int]:
+    """Rows of every table a write touches, and the events lost of every session."""
+    db = store.db
+    return (db.execute("SELECT COUNT(*) FROM workers").fetchone()[0],
+            db.execute("SELECT COUNT(*) FROM states").fetchone()[0],
+            db.execute("SELECT COUNT(*) FROM events").fetchone()[0],
+            db.execute("SELECT COALESCE(SUM(events_lost), 0) FROM sessions").fetchone()[0])
+
+
+def test_a_flush_that_fails_half_way_leaves_nothing_and_the_next_one_is_written(tmp_path):
+    store = HistoryStore(tmp_path / FILENAME)
+    session = store.new_session(1.0)
+    store.write(session, [record([event(1)], worker="server-1")])
+    before = workers_and_lost(store)
+    good = record([event(1), event(2)], states=[(1.0, "running")])
+    no_seq = record([{"type": "sent", "time": 1.0, "message": "no seq"}], worker="client-2")
+    with pytest.raises(KeyError):
+        store.write(session, [good, no_seq], lost=7)
+    assert workers_and_lost(store) == before  # the first record and the lost count too
+    with pytest.raises(Cancelled):
+        store.write(session, [record([event(1)], worker="client-3"),
+                              record([CancelsWhenRead()], worker="client-4")], lost=2)
+    assert workers_and_lost(store) == before
+    assert not store.db.in_transaction
+    later = record([event(1)], worker="client-5")
+    store.write(session, [later], lost=1)  # no transaction was left open to refuse a BEGIN
+    assert store.worker(later.id)["events"][0]["seq"] == 1
+    assert workers_and_lost(store) == (before[0] + 1, before[1], before[2] + 1, 1)
+
+
+def test_an_import_batch_that_fails_half_way_leaves_nothing_of_it(tmp_path):
+    store = HistoryStore(tmp_path / FILENAME)
+    session = store.begin_import("shared")
+    with pytest.raises(Cancelled):
+        store.import_batch(session, [record([event(1)]),
+                                     record([CancelsWhenRead()], worker="client-2")])
+    assert workers_and_lost(store) == (0, 0, 0, 0) and not store.db.in_transaction
+    kept = record([event(1)])
+    store.import_batch(session, [kept])  # the batch sent again is written whole
+    store.end_import(session, 1.0, 2.0)
+    assert [w["worker"] for w in store.sessions()[0]["workers"]] == ["client-1"]
+    with pytest.raises(UnknownHistory):  # refused inside the transaction: it ends too
+        store.delete_all(session + 99)
+    assert not store.db.in_transaction and store.delete_all() == 1
+
+
 def test_jsonl_import_round_trip(tmp_path):
     store = HistoryStore(tmp_path / FILENAME)
     session = store.new_session(1.0)

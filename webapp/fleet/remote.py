@@ -8,6 +8,7 @@ enter the dashboard's own bus, so history, streams and sampling see them like lo
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -26,6 +27,22 @@ REQUEST_TIMEOUT = 5.0  # seconds an agent gets to answer a command
 # longer. The agent runs them aside, so its other commands still answer meanwhile.
 LAB_TIMEOUT = 60.0
 log = logging.getLogger("udplab.fleet")
+# The engine's messages name the call that mends them ("build it first (POST /api/lab, or
+# the Lab panel)"), for the machine the engine runs on. An agent's engine is another
+# machine's, so on the dashboard its calls get `?machine=<name>`, and the Lab panel (which
+# shows this dashboard's own lab until another is picked) is named with the machine to pick.
+# The engine stays web-free: only this fleet layer knows the API's and the page's shape.
+_MACHINE_CALL = re.compile(r"\b((?:GET|POST|DELETE) /api/lab(?:/[\w-]+)*)(?![\w/?])")
+_LAB_PANEL = re.compile(r"\bthe Lab panel\b")
+
+
+def on_machine(message: str, machine: str) -> str:
+    """An agent's engine message as the dashboard must say it: the API calls it names act on
+    `machine` (`POST /api/lab?machine=b`)."""
+    if "/api/" not in message:
+        return message
+    message = _LAB_PANEL.sub(f"the Lab panel with {machine} picked", message)
+    return _MACHINE_CALL.sub(lambda call: f"{call.group(1)}?machine={machine}", message)
 
 
 class Unreachable(EngineError):
@@ -231,6 +248,8 @@ class RemoteMachine:
         self.seen = time.time()
         try:
             return wire.unpack(msg.data)
+        except EngineError as exc:  # the agent's engine refused: said for this machine
+            raise type(exc)(on_machine(exc.message, self.name), field=exc.field) from None
         except (ValueError, KeyError):
             raise EngineError(f"Machine {self.name} sent an answer this dashboard cannot "
                               "read: is its agent another version?") from None
@@ -316,7 +335,12 @@ class RemoteMachine:
         return await self.request("lab-teardown", timeout=LAB_TIMEOUT)
 
     async def lab_scenario(self, name: str) -> dict[str, Any]:
-        return await self.request("lab-scenario", name=name, timeout=LAB_TIMEOUT)
+        result = await self.request("lab-scenario", name=name, timeout=LAB_TIMEOUT)
+        steps = result.get("steps") if isinstance(result, dict) else None
+        for step in steps or ():  # a step that stopped says the engine's why: for this machine
+            if isinstance(step, dict) and isinstance(step.get("why"), str):
+                step["why"] = on_machine(step["why"], self.name)
+        return result
 
     def status(self) -> dict[str, Any]:
         hello = self.hello

@@ -42,7 +42,7 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
          errors: dict[str, str] | None = None, values: dict[str, Any] | None = None,
          port_query: str | None = None, options_worker: str | None = None,
          options_html: str = "", binding_html: str = "", viewer: bool = False, fleet=None,
-         remote=()) -> HTMLResponse:
+         remote=(), lab_html: str = "") -> HTMLResponse:
     """The whole dashboard, with a form's error next to it when there is one; with a fleet
     (--nats), the Machines panel, a machine picker on every worker form, and the other
     machines' workers (`remote`: the page's cards of them) in the worker pickers."""
@@ -65,7 +65,7 @@ def page(supervisor, renderer, settings, experiments, recipes, *, status: int = 
         recipe_html=renderer.render_recipe(recipes, viewer=viewer),
         viewer=viewer,
         ladder_html=renderer.render_ladder(supervisor),
-        lab_html=Markup(_lab_fragment(renderer, supervisor)),
+        lab_html=Markup(lab_html or _lab_fragment(renderer, supervisor.lab.to_dict(), fleet)),
         workers=list(supervisor.workers.values()),
         pickers_html=renderer.render_pickers([*supervisor.workers.values(), *remote]),
         keep_ended=supervisor.keep_ended,
@@ -93,11 +93,13 @@ async def dashboard(request: Request, supervisor: SupervisorDep, renderer: Rende
     view = request.query_params.get("view")
     if token is None and view is None:
         options_worker = request.query_params.get("options")
+        lab = request.query_params.get("lab")  # the Lab panel's machine (its picker's GET)
         return page(supervisor, renderer, settings, experiments, recipes,
                     port_query=request.query_params.get("port"),
                     options_worker=options_worker,
                     options_html=await _options_fragment(renderer, fleet, options_worker),
-                    viewer=_is_viewer(request), fleet=fleet, remote=_remote_cards(request))
+                    viewer=_is_viewer(request), fleet=fleet, remote=_remote_cards(request),
+                    lab_html=await _lab_panel(renderer, supervisor, fleet, lab) if lab else "")
     # The guard has checked the token already; exchange it for a cookie and drop it from
     # the address bar (a teacher's token must not end up on the projector).
     response = RedirectResponse("/", status_code=303)
@@ -312,58 +314,129 @@ async def binding_from_page(request: Request, binding: BindingDep, supervisor: S
                 fleet=fleet, remote=_remote_cards(request))
 
 
-def _lab_fragment(renderer, supervisor, *, error: str | None = None,
-                  result_html: str = "") -> str:
+def _lab_choices(fleet, chosen: str) -> list[dict[str, Any]] | None:
+    """The Lab panel's machine picker: this machine and every agent that is up (and the one
+    shown, whatever its state); None without a fleet (no picker)."""
+    if fleet is None or fleet.connection is None:
+        return None
+    return [m for m in fleet.status() if m["local"] or m["state"] == "up"
+            or m["name"] == chosen]
+
+
+def _lab_fragment(renderer, lab: dict | None, fleet, chosen: str = "", *,
+                  error: str | None = None, result_html: str = "") -> str:
+    """The Lab panel of machine `chosen` ("": this one); `lab` None when it did not answer."""
     return renderer.env.get_template("partials/_lab.html").render(
-        lab=supervisor.lab.to_dict(),
+        lab=lab, machines=_lab_choices(fleet, chosen), chosen=chosen,
         scenarios=SCENARIOS, error=error,
         result_html=Markup(result_html or '<div id="lab-result"></div>'))
 
 
-async def _lab_action(request: Request, supervisor, renderer, action) -> Response:
-    error = None
+def _lab_machine(fleet, name: Any):
+    """The machine a Lab panel form names (absent or "": this one), and its name there ("":
+    this one); `UnknownMachine` when the fleet has none of that name."""
+    where = fleet.named(name if isinstance(name, str) and name else None)
+    return where, ("" if where is fleet.local else where.name)
+
+
+async def _lab_panel(renderer, supervisor, fleet, name: Any, *, error: str | None = None,
+                     result_html: str = "") -> str:
+    """The Lab panel of the machine called `name`, its lab asked of that machine."""
     try:
-        await action()
+        where, chosen = _lab_machine(fleet, name)
+    except EngineError as exc:
+        return _lab_fragment(renderer, supervisor.lab.to_dict(), fleet, error=exc.message)
+    if not chosen:
+        return _lab_fragment(renderer, supervisor.lab.to_dict(), fleet, error=error,
+                             result_html=result_html)
+    try:
+        lab = await where.lab()
+    except EngineError as exc:  # lost meanwhile: the picker stays, to choose another
+        lab, error = None, error or exc.message
+    return _lab_fragment(renderer, lab, fleet, chosen, error=error, result_html=result_html)
+
+
+async def _lab_action(request: Request, supervisor, renderer, fleet, act) -> Response:
+    """Build or tear down the lab of the machine the form names (`machine`, absent: this
+    one): `act(machine)` does it."""
+    form = await request.form()
+    error, chosen = None, ""
+    try:
+        where, chosen = _lab_machine(fleet, form.get("machine"))
+        await act(where)
     except EngineError as exc:
         error = exc.message
     if request.headers.get("hx-request") != "true":
-        return RedirectResponse("/#lab", status_code=303)
+        return RedirectResponse(f"/?lab={quote(chosen)}#lab" if chosen else "/#lab",
+                                status_code=303)
+    panel = await _lab_panel(renderer, supervisor, fleet, chosen, error=error)
+    if chosen:  # another machine's lab: this one's, and so the forms' "On" field, is as it was
+        return HTMLResponse(panel)
     # Every form's "On" field follows the lab, swapped in place: a page reload would wipe
     # what the person typed in the other forms and close the panels they opened.
     where = renderer.env.get_template("partials/_where.html").render(
         lab=supervisor.lab.to_dict(), where=None)
-    return HTMLResponse(_lab_fragment(renderer, supervisor, error=error)
-                        + f'<div hx-swap-oob="innerHTML:.where-field">{where}</div>')
+    return HTMLResponse(panel + f'<div hx-swap-oob="innerHTML:.where-field">{where}</div>')
+
+
+@router.get("/lab")
+async def lab_panel_of(request: Request, supervisor: SupervisorDep, renderer: RendererDep,
+                       fleet: FleetDep) -> Response:
+    """The Lab panel's machine picker (`?lab=b`): htmx swaps in that machine's panel; a
+    plain GET goes to the page showing it."""
+    name = request.query_params.get("lab", "")
+    if request.headers.get("hx-request") != "true":
+        return RedirectResponse(f"/?lab={quote(name)}#lab" if name else "/#lab",
+                                status_code=303)
+    return HTMLResponse(await _lab_panel(renderer, supervisor, fleet, name))
 
 
 @router.post("/lab")
 async def build_lab_from_page(request: Request, supervisor: SupervisorDep,
-                              renderer: RendererDep) -> Response:
+                              renderer: RendererDep, fleet: FleetDep) -> Response:
     """The Lab panel's Build button: htmx swaps the panel and every form's "On" field."""
-    return await _lab_action(request, supervisor, renderer, supervisor.build_lab)
+    async def build(where) -> None:
+        if where is fleet.local:
+            await supervisor.build_lab()
+        else:
+            await where.build_lab()
+    return await _lab_action(request, supervisor, renderer, fleet, build)
 
 
 @router.post("/lab/delete")
 async def teardown_lab_from_page(request: Request, supervisor: SupervisorDep,
-                                 renderer: RendererDep) -> Response:
+                                 renderer: RendererDep, fleet: FleetDep) -> Response:
     """The Lab panel's Tear down button."""
-    return await _lab_action(request, supervisor, renderer, supervisor.teardown_lab)
+    async def teardown(where) -> None:
+        if where is fleet.local:
+            await supervisor.teardown_lab()
+        else:
+            await where.teardown_lab()
+    return await _lab_action(request, supervisor, renderer, fleet, teardown)
 
 
 @router.post("/lab/scenarios/{name}")
 async def lab_scenario_from_page(name: str, request: Request, scenarios: LabScenariosDep,
                                  supervisor: SupervisorDep, renderer: RendererDep,
-                                 settings: SettingsDep,
-                                 experiments: ExperimentsDep) -> Response:
-    """A scenario button of the Lab panel."""
+                                 settings: SettingsDep, experiments: ExperimentsDep,
+                                 recipes: RecipesDep, fleet: FleetDep) -> Response:
+    """A scenario button of the Lab panel, on the lab of the machine the form names."""
+    form = await request.form()
     template = renderer.env.get_template("partials/_lab_result.html")
+    chosen = ""
     try:
-        fragment = template.render(run=await scenarios.run(name))
+        where, chosen = _lab_machine(fleet, form.get("machine"))
+        run = await (where.lab_scenario(name) if chosen else scenarios.run(name))
+        fragment = template.render(run=run)
     except EngineError as exc:
         fragment = template.render(error=exc.message)
     if request.headers.get("hx-request") == "true":
         return HTMLResponse(fragment)
-    return HTMLResponse(_lab_fragment(renderer, supervisor, result_html=fragment))
+    # without JavaScript: the page, its Lab panel showing that machine's lab and the result
+    return page(supervisor, renderer, settings, experiments, recipes, fleet=fleet,
+                remote=_remote_cards(request), viewer=_is_viewer(request),
+                lab_html=await _lab_panel(renderer, supervisor, fleet, chosen,
+                                          result_html=fragment))
 
 
 @router.get("/datagram/{seq}")

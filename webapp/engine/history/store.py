@@ -17,7 +17,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,19 @@ class HistoryStore:
 
     # --- writing -----------------------------------------------------------------------
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction around the block: committed when it ends, rolled back when it
+        raises (cancellation included), so a flush or a batch lands whole or not at all."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     def new_session(self, started: float, *, label: str = "", imported: bool = False) -> int:
         """A new session; its id."""
         cur = self.db.execute("INSERT INTO sessions (started, label, imported) VALUES (?, ?, ?)",
@@ -255,18 +269,12 @@ class HistoryStore:
 
     def write(self, session: int, records: Sequence[WorkerRecord], lost: int = 0) -> None:
         """Write one flush in one transaction: new rows get their `id` set in `records`."""
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             if lost:
                 db.execute("UPDATE sessions SET events_lost = events_lost + ? WHERE id = ?",
                            (lost, session))
             for r in records:
                 self._write_worker(session, r)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _write_worker(self, session: int, r: WorkerRecord) -> None:
         db = self.db
@@ -328,19 +336,13 @@ class HistoryStore:
 
     def import_batch(self, session: int, records: Sequence[WorkerRecord]) -> None:
         """Write one batch of an import; new rows get their `id` set in `records`."""
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             if db.execute("SELECT 1 FROM sessions WHERE id = ? AND complete = 0",
                           (session,)).fetchone() is None:
                 raise UnknownHistory("The import was cancelled: its session was deleted "
                                      "meanwhile. Import the file again")
             for r in records:
                 self._write_worker(session, r)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def end_import(self, session: int, started: float, ended: float, label: str | None = None
                    ) -> None:
@@ -351,14 +353,9 @@ class HistoryStore:
 
     def abort_import(self, session: int) -> None:
         """Forget an import that failed half-way."""
-        self.db.execute("BEGIN")
-        try:
-            self.db.execute("DELETE FROM workers WHERE session = ?", (session,))
-            self.db.execute("DELETE FROM sessions WHERE id = ? AND complete = 0", (session,))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        with self._transaction() as db:
+            db.execute("DELETE FROM workers WHERE session = ?", (session,))
+            db.execute("DELETE FROM sessions WHERE id = ? AND complete = 0", (session,))
 
     def delete_worker(self, worker_id: int) -> None:
         """Forget one worker of the history, events and all."""
@@ -368,13 +365,11 @@ class HistoryStore:
                                  "with GET /api/history")
 
     def delete_all(self, session: int | None = None, *, keep: int | None = None) -> int:
-        if session is not None:
-            _check_id(session)
         """Forget one session (or every one); the session `keep` (this run) stays, emptied.
         How many workers went."""
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        if session is not None:
+            _check_id(session)
+        with self._transaction() as db:
             if session is not None:
                 self.session(session)
                 where, args = "WHERE session = ?", (session,)
@@ -385,10 +380,6 @@ class HistoryStore:
             sessions_where = "WHERE id = ?" if session is not None else "WHERE complete"
             db.execute(f"DELETE FROM sessions {sessions_where} AND id IS NOT ?",
                        (*args, keep))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return gone
 
     # --- reading -----------------------------------------------------------------------
