@@ -5,8 +5,8 @@ Each stream kind has one `Hub`: one bus subscription, drained at most once per
 connection. A connection that cannot keep up never slows the hub or the UDP path: its small
 outbox overflows, and it gets what it missed counted (JSON) or a fresh snapshot (page).
 On the page stream read-only viewers (a class) get one message per
-`viewer_flush_interval`: their outboxes hold the flushes in between and send them merged;
-token holders (the teacher's page) get every flush, and first.
+`viewer_flush_interval`: their outboxes hold the flushes in between and send them merged,
+half a flush after the token holders' (the teacher's page), who get every flush, first.
 A receive loop runs beside each send loop so a closed page is noticed at once (a handler
 stuck on its queue would hang uvicorn's shutdown).
 """
@@ -71,12 +71,16 @@ class Outbox:
         self.woken = -math.inf  # when it was last woken (the loop's clock)
         self.held = False  # batches wait for its next turn
 
-    def offer(self, text: str, parts: Any, events: int, now: float = math.inf) -> None:
+    def offer(self, text: str, parts: Any, events: int, now: float | None = None) -> None:
+        """Queue a batch; wake the connection at `now` (None: hold it for a later `wake`)."""
         if len(self.messages) >= OUTBOX:
             self.lost += self.messages.popleft()[2]
             self.overflowed = True
         self.messages.append((text, parts, events))
-        self.wake(now)
+        if now is None:
+            self.held = True
+        else:
+            self.wake(now)
 
     def wake(self, now: float) -> None:
         """Let the connection send what it holds, if its turn has come."""
@@ -145,18 +149,25 @@ class Hub:
                 # Token holders (the teacher's page: every 0) first: their copy is written
                 # before a class's hundred, not after half of them.
                 outboxes = sorted(self.outboxes, key=attrgetter("every"))
+                drivers = any(o.every == 0 for o in outboxes)
                 for part in self._parts(events):
                     encoded = self.encode(part, dropped)
                     dropped = 0
                     if encoded:
                         for outbox in outboxes:
-                            outbox.offer(*encoded, len(part), started)
+                            outbox.offer(*encoded, len(part),
+                                         started if outbox.every == 0 or not drivers else None)
+                # no token holder watching: the viewers' pace is enough
+                pace = self.interval if drivers else self.viewer_interval
+                if drivers:
+                    # Viewers' copies half a flush later: a class's hundred writes (and its
+                    # clients' reads) then do not take both CPUs while the teacher's browser
+                    # receives and draws the same rows.
+                    await asyncio.sleep(max(0.0, pace / 2 - (loop.time() - started)))
+                now = loop.time()
                 for outbox in outboxes:
                     if outbox.held:
-                        outbox.wake(started)  # what it held, now that its turn has come
-                # no token holder watching: the viewers' pace is enough
-                pace = self.interval if any(o.every == 0 for o in outboxes) \
-                    else self.viewer_interval
+                        outbox.wake(now)  # what it held, now that its turn has come
                 await asyncio.sleep(max(0.0, pace - (loop.time() - started)))
         finally:
             self.subscription.close()
