@@ -95,8 +95,9 @@ def stages(page, since: float) -> dict:
            "message: arrival - oldest row's send": [], "message: its task": []}
     for message in messages:
         if message["sends"]:
-            out["message: arrival - newest row's send"].append(message["t"] - max(message["sends"]))
-            out["message: arrival - oldest row's send"].append(message["t"] - min(message["sends"]))
+            arrived, sends = message["t"], message["sends"]
+            out["message: arrival - newest row's send"].append(arrived - max(sends))
+            out["message: arrival - oldest row's send"].append(arrived - min(sends))
             if "done" in message:
                 out["message: its task"].append(message["done"] - message["t"])
     for mutation in mutations:
@@ -107,8 +108,8 @@ def stages(page, since: float) -> dict:
             out["arrival -> row in the DOM"].append(mutation["t"] - arrival[sent]["t"])
             out["row in the DOM -> next frame"].append(mutation["frame"] - mutation["t"])
             out["send -> next frame (total)"].append(mutation["frame"] - sent)
-    return {k: (percentile([v * 1000 for v in vals], 50), percentile([v * 1000 for v in vals], 99),
-                len(vals)) for k, vals in out.items()}
+    return {k: (percentile([v * 1000 for v in vals], 50),
+                percentile([v * 1000 for v in vals], 99), len(vals)) for k, vals in out.items()}
 
 
 def one_case(page, api, blast, rate: float, seconds: float, name: str) -> dict:
