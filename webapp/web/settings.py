@@ -29,6 +29,9 @@ class Settings:
     templates_dir: Path = field(default_factory=lambda: _data_dir("templates"))
     static_dir: Path = field(default_factory=lambda: _data_dir("static"))
     flush_interval: float = 0.05  # at most one WebSocket message per this many seconds
+    # read-only viewers' page stream: one message (the flushes between, merged) per this many
+    # seconds; the teacher's page gets one per flush_interval (issue 17)
+    viewer_flush_interval: float = 0.1
     page_rows: int = 200  # rows the page keeps in its event log
     rows_per_flush: int = 50  # newest rows sent per message; counters stay exact regardless
     worker_history: int = 1000  # events kept per worker for GET /api/workers/{id}/events

@@ -4,15 +4,20 @@ Each stream kind has one `Hub`: one bus subscription, drained at most once per
 `flush_interval`, encoded (JSON) or rendered (HTML) once, and the same text handed to every
 connection. A connection that cannot keep up never slows the hub or the UDP path: its small
 outbox overflows, and it gets what it missed counted (JSON) or a fresh snapshot (page).
+On the page stream read-only viewers (a class) get one message per
+`viewer_flush_interval`: their outboxes hold the flushes in between and send them merged,
+half a flush after the token holders' (the teacher's page), who get every flush, first.
 A receive loop runs beside each send loop so a closed page is noticed at once (a handler
 stuck on its queue would hang uvicorn's shutdown).
 """
 
 import asyncio
 import json
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -39,23 +44,51 @@ OUTBOX = 8  # messages a connection may fall behind before it is caught up the h
 # (websockets' max_size), which piled-up batches of a flood went past (the client closed, 1009).
 MERGED_MAX = 256 * 1024
 JSON_EVENTS = 500  # events in one JSON stream message at most (an event is under ~500 bytes)
+# Events that only move a card's numbers. A card that has only these is redrawn at most every
+# CARD_EVERY seconds (every redraw is a morph of the whole card in every browser, the
+# costliest part of a flush for the page), and once more when they stop, so its counters end
+# exact; any other event (paused, stopped, error, ...) redraws it in the next flush.
+COUNTING_TYPES = frozenset({"sent", "received", "dropped", "reply", "rejected", "waiting",
+                            "timeout", "stream", "progress", "sampled", "queued", "throttled"})
+CARD_EVERY = 0.1
+# Another machine's card: a fleet of 40 busy agents had the page morph ~25 cards a flush.
+REMOTE_CARD_EVERY = 0.5
+SLACK = 0.005  # seconds: a flush this early for a slower connection still wakes it (timer jitter)
 
 
 class Outbox:
-    """One connection's pending batches: (encoded text, what merging needs, events in it)."""
+    """One connection's pending batches: (encoded text, what merging needs, events in it).
 
-    def __init__(self):
+    `every`: the connection is woken at most once per this many seconds (0: every flush);
+    batches offered in between are held and go out merged when it is."""
+
+    def __init__(self, every: float = 0.0):
         self.messages: deque[tuple[str, Any, int]] = deque()
         self.ready = asyncio.Event()
         self.lost = 0  # events in batches dropped because the connection was slow
         self.overflowed = False
+        self.every = every
+        self.woken = -math.inf  # when it was last woken (the loop's clock)
+        self.held = False  # batches wait for its next turn
 
-    def offer(self, text: str, parts: Any, events: int) -> None:
+    def offer(self, text: str, parts: Any, events: int, now: float | None = None) -> None:
+        """Queue a batch; wake the connection at `now` (None: hold it for a later `wake`)."""
         if len(self.messages) >= OUTBOX:
             self.lost += self.messages.popleft()[2]
             self.overflowed = True
         self.messages.append((text, parts, events))
-        self.ready.set()
+        if now is None:
+            self.held = True
+        else:
+            self.wake(now)
+
+    def wake(self, now: float) -> None:
+        """Let the connection send what it holds, if its turn has come."""
+        if now - self.woken >= self.every - SLACK:
+            self.woken, self.held = now, False
+            self.ready.set()
+        else:
+            self.held = True
 
 
 class Hub:
@@ -66,17 +99,36 @@ class Hub:
     def __init__(self, supervisor: Supervisor,
                  encode: Callable[[list[Event], int], tuple[str, Any] | None], interval: float,
                  merge: Callable[[list[Any]], str] = lambda parts: "".join(parts),
-                 max_events: int | None = None):
+                 max_events: int | None = None, viewer_interval: float | None = None):
         self.merge = merge
         self.max_events = max_events  # events per message at most (None: a flush is one)
         self.subscription = supervisor.bus.subscribe(maxlen=100_000)
         self.encode = encode
-        self.interval = interval
+        self.interval = interval  # between flushes, when a token holder watches
+        # between one read-only viewer's messages (their outboxes hold the flushes between)
+        self.viewer_interval = max(interval, viewer_interval or interval)
         self.outboxes: set[Outbox] = set()
         supervisor.spawn(self._run(), name="stream hub")
 
+    def outbox(self, viewer: bool) -> Outbox:
+        """A new connection's outbox: a viewer's is woken once per `viewer_interval`."""
+        return Outbox(self.viewer_interval if viewer and self.viewer_interval > self.interval
+                      else 0.0)
+
+    def _timeout(self, now: float) -> float | None:
+        """Seconds until the hub must flush with no new event (None: it need not)."""
+        held = [o.woken + o.every for o in self.outboxes if o.held]
+        return max(0.0, min(held) - now) if held else None
+
     async def _wait(self) -> None:
-        await self.subscription.wait()
+        timeout = self._timeout(asyncio.get_running_loop().time())
+        if timeout is None:
+            return await self.subscription.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.subscription.wait()
+        except TimeoutError:
+            pass
 
     def _parts(self, events: list[Event]) -> list[list[Event]]:
         # A flush late on a busy machine can hold thousands of events: one message of them
@@ -94,13 +146,29 @@ class Hub:
                 events, dropped = self.subscription.drain()
                 if not self.outboxes and not self.keeps_state:
                     continue  # nobody watches: nothing to encode
+                # Token holders (the teacher's page: every 0) first: their copy is written
+                # before a class's hundred, not after half of them.
+                outboxes = sorted(self.outboxes, key=attrgetter("every"))
+                drivers = any(o.every == 0 for o in outboxes)
                 for part in self._parts(events):
                     encoded = self.encode(part, dropped)
                     dropped = 0
                     if encoded:
-                        for outbox in self.outboxes:
-                            outbox.offer(*encoded, len(part))
-                await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))
+                        for outbox in outboxes:
+                            outbox.offer(*encoded, len(part),
+                                         started if outbox.every == 0 or not drivers else None)
+                # no token holder watching: the viewers' pace is enough
+                pace = self.interval if drivers else self.viewer_interval
+                if drivers:
+                    # Viewers' copies half a flush later: a class's hundred writes (and its
+                    # clients' reads) then do not take both CPUs while the teacher's browser
+                    # receives and draws the same rows.
+                    await asyncio.sleep(max(0.0, pace / 2 - (loop.time() - started)))
+                now = loop.time()
+                for outbox in outboxes:
+                    if outbox.held:
+                        outbox.wake(now)  # what it held, now that its turn has come
+                await asyncio.sleep(max(0.0, pace - (loop.time() - started)))
         finally:
             self.subscription.close()
 
@@ -124,8 +192,6 @@ async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
                 caught_up: Callable[[Outbox], str]) -> None:
     """Send `first()`, then the hub's messages until the peer goes. After an overflow the
     connection gets `caught_up(outbox)` before the newest message."""
-    outbox = Outbox()
-
     async def receive() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass  # the streams take no commands; anything sent is ignored
@@ -161,6 +227,7 @@ async def serve(websocket: WebSocket, hub: Hub, first: Callable[[], str],
         await websocket.send_denial_response(JSONResponse({"error": refusal}, status_code=429))
         return
     kind = "viewers" if viewer else "drivers"
+    outbox = hub.outbox(viewer)
     state.watchers += 1
     state.watcher_kinds[kind] += 1
     state.watcher_addresses[address] = state.watcher_addresses.get(address, 0) + 1
@@ -259,18 +326,20 @@ class PageHub(Hub):
         self.hidden_total = 0
         self.runs_shown = len(experiments.runs)
         self.ladder_at, self.ladder_due = 0.0, None  # when the ladder was last redrawn / is due
-        super().__init__(supervisor, self._update, settings.flush_interval)
+        self.card_at: dict[str, float] = {}  # when each card was last drawn (the loop's clock)
+        self.cards_due: dict[str, float] = {}  # cards with counts not shown yet: when to draw
+        super().__init__(supervisor, self._update, settings.flush_interval,
+                         viewer_interval=settings.viewer_flush_interval)
 
-    async def _wait(self) -> None:
-        if self.ladder_due is None and self.fleet is None:
-            return await self.subscription.wait()
-        # a ladder redraw is due, or the Machines panel's "last seen" ages: wake up for it
-        # even if nothing else happens
-        try:
-            async with asyncio.timeout(LADDER_EVERY if self.ladder_due else MACHINES_EVERY):
-                await self.subscription.wait()
-        except TimeoutError:
-            pass
+    def _timeout(self, now: float) -> float | None:
+        # a ladder or card redraw is due, or the Machines panel's "last seen" ages: wake up
+        # for it even if nothing else happens
+        timeouts = [t for t in (super()._timeout(now),
+                                LADDER_EVERY if self.ladder_due else None,
+                                MACHINES_EVERY if self.fleet is not None else None,
+                                max(0.0, min(self.cards_due.values()) - now)
+                                if self.cards_due else None) if t is not None]
+        return min(timeouts, default=None)
 
     def snapshot(self, viewer: bool = False) -> str:
         """Everything the live parts show, consistent with the next update."""
@@ -308,6 +377,36 @@ class PageHub(Hub):
             return self.renderer.render_machines_seen(machines)
         return ""
 
+    def _throttle(self, changed: list, new: list, removed: list[str], events: list[Event],
+                  dropped: int, cards: dict) -> list:
+        """The changed cards to draw in this flush: a card whose events only counted is drawn
+        at most every CARD_EVERY seconds (another machine's: REMOTE_CARD_EVERY), and once more
+        when its counts stop (`cards_due`)."""
+        now = asyncio.get_running_loop().time()
+        counting: set[str] = set()
+        urgent: set[str] = set()
+        if not dropped:
+            for e in events:
+                (counting if e.type in COUNTING_TYPES else urgent).add(e.worker)
+        card_at, due, remote = self.card_at, self.cards_due, self.remote.cards
+        drawn = []
+        for card in changed:
+            every = REMOTE_CARD_EVERY if card.id in remote else CARD_EVERY
+            if card.id in counting and card.id not in urgent and \
+                    now - card_at.get(card.id, -math.inf) < every:
+                due.setdefault(card.id, card_at[card.id] + every)
+            else:
+                drawn.append(card)
+        late = {i for i, t in due.items() if t <= now} - {c.id for c in drawn}
+        drawn += [cards[i] for i in late if i in cards and i in self.shown]
+        for card in drawn + new:
+            card_at[card.id] = now
+            due.pop(card.id, None)
+        for worker_id in removed + [i for i in due if i not in cards]:
+            card_at.pop(worker_id, None)
+            due.pop(worker_id, None)
+        return drawn
+
     def _update(self, events: list[Event], dropped: int) -> str | None:
         workers, shown = self.supervisor.workers, self.shown
         if events:
@@ -321,10 +420,13 @@ class PageHub(Hub):
             new += [c for c in cards.values() if c.id not in shown]
             changed += [cards[i] for i in touched_remote if i in cards and i in shown]
             removed = sorted(shown - set(workers) - set(cards))
+            every_card = {**workers, **cards}
         else:
             removed = sorted(shown - set(workers))
+            every_card = workers
         shown.difference_update(removed)
         shown.update(w.id for w in new)
+        changed = self._throttle(changed, new, removed, events, dropped, every_card)
         rows = events[-self.settings.rows_per_flush:]
         hidden = dropped + len(events) - len(rows)
         self.hidden_total += hidden

@@ -1,0 +1,210 @@
+"""The page stream's pace (issue 17), through a real udplab with real WebSocket clients: the
+teacher's page (the token) gets a message every `flush_interval`, a read-only viewer one per
+`viewer_flush_interval` holding the same rows in the same order; a busy card is redrawn at
+most every `CARD_EVERY` and shows the exact counters once its datagrams stop, while a
+state change is drawn at once. Datagrams go to 127.0.0.1 only; every loop is bounded."""
+
+import asyncio
+import re
+import socket
+import time
+
+from websockets.asyncio.client import connect
+
+from webapp.web.settings import Settings
+from webapp.web.stream import CARD_EVERY
+
+LOOPBACK = "127.0.0.1"
+VIEW_LINE = re.compile(r"http://127\.0\.0\.1:\d+/\?view=(\S+)")
+ROW = re.compile(r"t=(\d+\.\d+) n=(\d+)")
+# the event-log rows of one batch (the ladder's labels show the payloads too)
+ROWS = re.compile(r'<tbody hx-swap-oob="afterbegin:#log-rows">(.*?)</tbody>', re.S)
+SECONDS = 1.5  # of steady datagrams
+EVERY = 0.004  # seconds between two of them (250/s: every flush has rows)
+VIEWER_INTERVAL = Settings().viewer_flush_interval
+DRIVER_INTERVAL = Settings().flush_interval
+
+
+def page_headers(live, viewer: bool = False) -> dict[str, str]:
+    if viewer:
+        token = VIEW_LINE.search(live.output()).group(1)
+        cookie = f"udplab_view_{live.port}={token}"
+    else:
+        cookie = f"{live.cookie_name}={live.token}"
+    return {"Cookie": cookie, "Origin": live.origin}
+
+
+async def send_steadily(port: int, seconds: float = SECONDS) -> int:
+    """Datagrams `t=<send time> n=<n>` to 127.0.0.1:`port`, one per EVERY; how many."""
+    n = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and n < 2000:
+            sock.sendto(f"t={time.time():.6f} n={n}".encode(), (LOOPBACK, port))
+            n += 1
+            await asyncio.sleep(EVERY)
+    return n
+
+
+async def watch(ws, messages: list[str], stop: asyncio.Event,
+                arrivals: list[float] | None = None) -> None:
+    """Every message of `ws` until `stop` is set (bounded by the test's timeouts), and when
+    each came (`arrivals`, if given)."""
+    while not stop.is_set():
+        try:
+            async with asyncio.timeout(0.2):
+                messages.append(await ws.recv())
+                if arrivals is not None:
+                    arrivals.append(time.monotonic())
+        except TimeoutError:
+            pass
+
+
+def first_seen(messages: list[str], arrivals: list[float]) -> dict[int, float]:
+    """Datagram number -> when the first message with its row came."""
+    seen: dict[int, float] = {}
+    for message, arrived in zip(messages, arrivals, strict=True):
+        for batch in ROWS.finditer(message):
+            for row in ROW.finditer(batch.group(1)):
+                seen.setdefault(int(row.group(2)), arrived)
+    return seen
+
+
+def rows(messages: list[str]) -> list[int]:
+    """The datagram numbers in the rows of `messages`, in the order the page shows them
+    (each batch's rows go on top of the log, newest first; a merged message has several)."""
+    shown: list[int] = []
+    for message in messages:
+        for batch in ROWS.finditer(message):
+            shown = [int(m.group(2)) for m in ROW.finditer(batch.group(1))] + shown
+    return shown
+
+
+async def started_server(http) -> dict:
+    response = await http.post("/api/workers", json={"kind": "server", "host": LOOPBACK,
+                                                     "port": 0, "reply": "none"})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_the_teacher_gets_rows_sooner_than_viewers_and_they_get_the_same_rows(live):
+    async with live.async_client() as http, \
+            connect(f"{live.ws_base}/ws/page", additional_headers=page_headers(live),
+                    open_timeout=5) as driver, \
+            connect(f"{live.ws_base}/ws/page", additional_headers=page_headers(live, True),
+                    open_timeout=5) as viewer:
+        await driver.recv()  # the snapshots
+        await viewer.recv()
+        server = await started_server(http)
+        try:
+            stop = asyncio.Event()
+            seen = {"driver": [], "viewer": []}
+            arrived = {"driver": [], "viewer": []}
+            watchers = [asyncio.create_task(watch(driver, seen["driver"], stop,
+                                                  arrived["driver"])),
+                        asyncio.create_task(watch(viewer, seen["viewer"], stop,
+                                                  arrived["viewer"]))]
+            started = time.monotonic()
+            sent = await send_steadily(server["local"][1])
+            span = time.monotonic() - started
+            deadline = time.monotonic() + 10
+            while not all(sent - 1 in rows(m) for m in seen.values()):
+                assert time.monotonic() < deadline, f"the last row never came ({sent} sent)"
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*watchers)
+        finally:
+            await http.delete(f"/api/workers/{server['id']}")
+    with_rows = {who: [m for m in messages if ROWS.search(m)] for who, messages in seen.items()}
+    # The same rows, in the same order: the viewer's batches were held, merged, not lost.
+    assert rows(seen["viewer"]) == rows(seen["driver"])
+    assert sorted(rows(seen["driver"])) == list(range(sent))
+    # The viewer's pace: at most one message per viewer_flush_interval of the stream (and its
+    # tail)
+    assert len(with_rows["viewer"]) <= (span + 0.3) / (VIEWER_INTERVAL - 0.005) + 1
+    # and the teacher's about twice that (one per flush_interval); before issue 17 both got
+    # one per flush.
+    assert DRIVER_INTERVAL < VIEWER_INTERVAL
+    assert len(with_rows["driver"]) >= 1.4 * len(with_rows["viewer"]), \
+        {who: len(m) for who, m in with_rows.items()}
+    # The teacher's copy of a row goes first, and the viewers' half a flush later (before,
+    # a viewer's batch went out in the same flush as the teacher's, behind it or not):
+    # what a client saw, so its own scheduling can shorten a gap; a quarter of the rows may.
+    teacher = first_seen(seen["driver"], arrived["driver"])
+    viewer = first_seen(seen["viewer"], arrived["viewer"])
+    gaps = sorted(viewer[n] - teacher[n] for n in teacher)
+    assert gaps[len(gaps) // 4] >= DRIVER_INTERVAL / 5, gaps[::20]
+
+
+def card_of(worker_id: str, message: str) -> str | None:
+    """The card of `worker_id` that `message` redraws, if it does."""
+    match = re.search(rf'<article id="worker-{re.escape(worker_id)}" .*?</article>', message,
+                      re.S)
+    return match.group(0) if match else None
+
+
+def received(card: str) -> int:
+    return int(re.search(r'data-counter="received">(\d+)<', card).group(1))
+
+
+async def test_a_busy_card_is_redrawn_at_most_every_card_every_and_ends_exact(live):
+    async with live.async_client() as http, \
+            connect(f"{live.ws_base}/ws/page", additional_headers=page_headers(live),
+                    open_timeout=5) as page:
+        await page.recv()
+        server = await started_server(http)
+        try:
+            messages: list[str] = []
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(watch(page, messages, stop))
+            started = time.monotonic()
+            sent = await send_steadily(server["local"][1])
+            span = time.monotonic() - started
+            deadline = time.monotonic() + 10
+            while True:  # the API has them all, and the page's last card says so
+                counted = (await http.get(f"/api/workers/{server['id']}")).json()["counters"]
+                cards = [c for c in (card_of(server["id"], m) for m in messages) if c]
+                if counted["received"] + counted["kernel_drops"] >= sent and cards and \
+                        received(cards[-1]) == counted["received"]:
+                    break
+                assert time.monotonic() < deadline, f"the card did not end exact: {counted}"
+                await asyncio.sleep(0.05)
+            stop.set()
+            await watcher
+        finally:
+            await http.delete(f"/api/workers/{server['id']}")
+    with_rows = [m for m in messages if ROWS.search(m)]
+    redrawn = [m for m in with_rows if card_of(server["id"], m)]
+    # Before issue 17 every message with rows redrew the card.
+    assert len(redrawn) <= (span + 0.3) / (CARD_EVERY - 0.005) + 1, (len(redrawn), span)
+    assert len(redrawn) <= 0.7 * len(with_rows), (len(with_rows), len(redrawn))
+    counts = [received(c) for c in (card_of(server["id"], m) for m in messages) if c]
+    assert counts == sorted(counts)
+
+
+async def test_a_state_change_is_drawn_in_the_same_message_as_its_row(live):
+    async with live.async_client() as http, \
+            connect(f"{live.ws_base}/ws/page", additional_headers=page_headers(live),
+                    open_timeout=5) as page:
+        await page.recv()
+        server = await started_server(http)
+        try:
+            messages: list[str] = []
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(watch(page, messages, stop))
+            sending = asyncio.create_task(send_steadily(server["local"][1], 1.0))
+            await asyncio.sleep(0.5)  # the card is being redrawn at its slower pace now
+            paused = await http.post(f"/api/workers/{server['id']}/pause")
+            assert paused.status_code == 200, paused.text
+            await sending
+            deadline = time.monotonic() + 10
+            while not any("ev-paused" in m for m in messages):
+                assert time.monotonic() < deadline, "no paused row"
+                await asyncio.sleep(0.05)
+            stop.set()
+            await watcher
+        finally:
+            await http.delete(f"/api/workers/{server['id']}")
+    message = next(m for m in messages if "ev-paused" in m)
+    card = card_of(server["id"], message)
+    assert card is not None and 'data-state="paused"' in card, message[:2000]
