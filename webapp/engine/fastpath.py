@@ -159,11 +159,13 @@ class FastPath:
 
     def allow(self, host: str) -> None:
         """`host` is a local peer (Python judged it): answer it on the thread from now on."""
-        _lib.fp_allow(self._w, packed_address(host))
+        if not self.closed:
+            _lib.fp_allow(self._w, packed_address(host))
 
     def heard(self, port: int, data: bytes, since: float) -> bool:
-        """Whether a datagram like `data` came from source port `port` at or after `since`."""
-        return bool(_lib.fp_heard(self._w, port, digest(data), int(since * 1e9)))
+        """Whether a datagram like `data` came from source port `port` at or after `since`
+        (what a closed loop heard is gone with it)."""
+        return not self.closed and bool(_lib.fp_heard(self._w, port, digest(data), int(since * 1e9)))
 
     def deltas(self) -> dict[str, int]:
         """How much each counter grew since the last call (nothing once closed)."""
