@@ -75,17 +75,11 @@ def packed_address(host: str) -> bytes:
         return socket.inet_pton(socket.AF_INET6, host)
 
 
-def _host(family: int, raw: bytes, scope: int) -> str:
-    """The peer's address as recvfrom() writes it (a link-local one with its %interface)."""
+def _host(family: int, raw: bytes) -> str:
+    """The peer's address as recvfrom() gives it (a scope is apart, in the address tuple)."""
     if family == socket.AF_INET:
         return socket.inet_ntop(socket.AF_INET, raw[12:])
-    host = socket.inet_ntop(socket.AF_INET6, raw)
-    if scope:
-        try:
-            host += "%" + socket.if_indextoname(scope)
-        except OSError:
-            host += f"%{scope}"
-    return host
+    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 @dataclass(slots=True)
@@ -118,7 +112,7 @@ class FastPath:
             raise MemoryError("no memory for the worker's receive loop")
         self._counts = Counts()
         self._last = dict.fromkeys(COUNTS, 0)
-        self._hosts: dict[tuple[bytes, int], str] = {}
+        self._hosts: dict[bytes, str] = {}
         self.running = False
         self.closed = False
         self.feed()
@@ -197,11 +191,11 @@ class FastPath:
              time_ns, raw) = unpack(buffer, offset)
             address: tuple = ()
             if family:
-                host = hosts.get((raw, scope))
+                host = hosts.get(raw)
                 if host is None:
                     if len(hosts) > 1024:
                         hosts.clear()
-                    host = hosts[raw, scope] = _host(family, raw, scope)
+                    host = hosts[raw] = _host(family, raw)
                 address = ((host, port) if family == socket.AF_INET
                            else (host, port, 0, scope))
             yield Record(kind, bool(flags & F_SHOWN), bool(flags & F_DROPPED), address, copies,

@@ -18,7 +18,6 @@ from webapp.engine.udp import MAX_BYTES, Target, describe_os_error, kernel_queue
 # Life of a worker: starting -> running (<-> paused, servers) -> stopped (asked to) |
 # finished (done its work) | failed.
 ENDED = frozenset({"stopped", "finished", "failed"})
-HEARD = 256  # received datagrams remembered per worker
 READS_PER_WAKEUP = 64  # datagrams read per readable callback before yielding to the loop
 PROBE_EVERY = 8  # wake-ups between looks for a backlog while datagrams come one at a time
 SAMPLE_WINDOW = 0.1  # seconds: the budget of datagrams shown is spread over windows this long
@@ -65,9 +64,6 @@ class Worker:
         self.started = time.time()
         self.ended: float | None = None
         self.task: asyncio.Task | None = None
-        # What this worker received lately, so a broadcast can tell who heard it (made on the
-        # first datagram: an idle worker does without).
-        self.heard: deque[tuple[float, Address, int]] | None = None
 
     @property
     def counters(self) -> dict[str, int]:
@@ -77,22 +73,12 @@ class Worker:
             self.drain()
         return self._counters
 
-    def hear(self, peer: Address, data: bytes) -> None:
-        """Note a received datagram (cheaply: its hash) for `heard_from()`."""
-        if self.heard is None:
-            self.heard = deque(maxlen=HEARD)
-        self.heard.append((time.time(), peer, hash(data)))
-
     def heard_from(self, port: int, data: bytes, since: float) -> bool:
         """Whether this worker received `data` from source port `port` at or after `since`
-        (by port: a sender bound to 0.0.0.0 is seen with whichever address it went out on)."""
-        if self.fast is not None:  # the C loop keeps what it heard
-            return self.fast.heard(port, data, since)
-        if self.heard is None:
-            return False
-        digest = hash(data)
-        return any(t >= since and p[1] == port and h == digest
-                   for t, p, h in reversed(self.heard))
+        (by port: a sender bound to 0.0.0.0 is seen with whichever address it went out on).
+        Servers and listeners remember what they received lately, in their C loop; other
+        kinds never hear a broadcast."""
+        return self.fast is not None and self.fast.heard(port, data, since)
 
     def open(self) -> None:
         """Create and bind (or connect) the socket; raise `EngineError` if it cannot be."""
