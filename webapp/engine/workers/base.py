@@ -244,20 +244,19 @@ class Worker:
         if fast is None or fast.closed or self._draining:
             return
         self._draining = True
+        grown = fast.deltas()
         try:
-            grown = fast.deltas()
             for record in fast.take():
                 self.on_record(record)
             fast.feed()
         except Exception as exc:  # noqa: BLE001 (a bug must fail this worker, not the loop)
             self.crashed(exc)
-            return
         finally:
             self._draining = False
-        counters = self._counters
-        for name, count in grown.items():
-            if count and name in counters:
-                counters[name] += count
+            counters = self._counters
+            for name, count in grown.items():
+                if count and name in counters:
+                    counters[name] += count
         if grown["unshown"]:
             self.count_unshown(grown["unshown"])
 
