@@ -1,6 +1,7 @@
 # UDP Lab — set-up, run and test.
 #
-#   make setup        .venv (editable install) + node_modules + static/vendor/
+#   make setup        .venv (editable install) + node_modules + static/vendor/ + the C receive
+#                     loop (webapp/engine/libfastpath.so.1, built with cc)
 #   make run          start the dashboard (make run HOST=0.0.0.0 PORT=8080)
 #   make test-setup   setup + test extras + Debian's chromium, tshark, nats-server (apt-get, as root)
 #   make test         run pytest (make test PYTEST_ARGS='-k health -x')
@@ -30,6 +31,11 @@ NPM_STAMP := node_modules/.udplab-npm.stamp
 HTMX_DIST := node_modules/htmx.org/dist
 VENDOR_FILES := $(addprefix static/vendor/,htmx.min.js hx-ws.min.js swagger-ui-bundle.js swagger-ui.css uPlot.iife.min.js uPlot.min.css)
 
+# The servers' and listeners' C receive loop (webapp/engine/fastpath.py loads it with ctypes).
+FASTPATH := webapp/engine/libfastpath.so.1
+CC ?= cc
+FASTPATH_FLAGS := -O2 -Wall -Wextra -Werror -shared -fPIC -pthread
+
 CHROMIUM := /usr/bin/chromium
 APT_PACKAGES := chromium fonts-dejavu-core fonts-liberation tshark nats-server
 NATS_SERVER := /usr/sbin/nats-server
@@ -47,7 +53,7 @@ endif
 
 .PHONY: setup run test-setup test bench bench-tools chromium clean
 
-setup: $(INSTALL_STAMP) $(VENDOR_FILES)
+setup: $(INSTALL_STAMP) $(VENDOR_FILES) $(FASTPATH)
 	@:
 
 run: setup
@@ -141,6 +147,9 @@ chromium:
 
 # --- clean --------------------------------------------------------------------
 
+$(FASTPATH): webapp/engine/fastpath.c
+	$(CC) $(FASTPATH_FLAGS) -o $@ $<
+
 clean:
-	rm -rf $(VENV) node_modules static/vendor build dist .pytest_cache test-results
+	rm -rf $(VENV) node_modules static/vendor build dist .pytest_cache test-results $(FASTPATH)
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +

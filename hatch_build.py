@@ -14,6 +14,7 @@ built before ``make setup`` would lack htmx, so that is an error.
 from __future__ import annotations
 
 import os
+import subprocess
 from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
@@ -34,6 +35,14 @@ class CustomBuildHook(BuildHookInterface):
             if not os.path.exists(os.path.join(self.root, source)):
                 raise FileNotFoundError(f"hatch_build.py: {source!r} not found (for {target!r})")
             build_data["force_include"][source] = target
+        # The C receive loop, built for this wheel (so it is a platform wheel, not pure Python).
+        library = os.path.join(self.directory, "libfastpath.so.1")
+        os.makedirs(self.directory, exist_ok=True)
+        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-pthread", "-o",
+                        library, os.path.join(self.root, "webapp/engine/fastpath.c")], check=True)
+        build_data["force_include"][library] = "webapp/engine/libfastpath.so.1"
+        build_data["pure_python"] = False
+        build_data["infer_tag"] = True
         missing = [p for p in REQUIRED_VENDOR_FILES if not os.path.isfile(os.path.join(self.root, p))]
         if missing:
             raise FileNotFoundError(

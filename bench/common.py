@@ -180,6 +180,22 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def cpu_ns_of_threads(pid: int, prefix: str = UDP_THREAD) -> int:
+    """Time on CPU of the threads of `pid` whose name starts with `prefix` (udplab's C receive
+    threads, `udp:<worker>`), in nanoseconds."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                if not f.read().startswith(prefix):
+                    continue
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
+    return total
+
+
 def run_queue_ns(pid: int) -> int:
     """Time the threads of `pid` waited for a CPU while runnable (schedstat's second field):
     on a shared machine, how much of a latency is the scheduler's."""

@@ -1,8 +1,9 @@
 """Benchmark 1, echo: round trips/s of the engine's `server` worker against the book's plain
 blocking Python server and a small C server, with the same C client.
 
-The engine's server runs inside a real udplab process (started as tests/live.py does) with a
-live JSON event watcher attached (WS /api/events, parsing every message); it answers with the
+The engine's server runs inside a real udplab process (started as tests/live.py does; its
+requests are read, counted and answered by its C receive thread `udp:<worker>`,
+webapp/engine/fastpath.c) with a live JSON event watcher attached (WS /api/events, parsing every message); it answers with the
 book's reply ('Your data was N bytes long') and emits 2 events per request it shows (at most
 1 000 requests a second, udplab's default `--events-per-second`; the rest are counted, and a
 `sampled` event a second says how many). The book's blocking Python server, a bare uvloop
@@ -146,7 +147,8 @@ def report(res: dict) -> str:
                 if res["watchers"] else "no watcher")
     if res.get("page"):
         watching += " + the page stream"
-    where = "in its own agent process" if res.get("engine") == "agent" else "uvloop"
+    where = ("in its own agent process" if res.get("engine") == "agent"
+             else "its C receive thread")
     for name, label in (("engine", f"udplab server worker ({where}, {watching})"),
                         ("python", "book's blocking Python server"),
                         ("loop", "bare uvloop add_reader server (the floor)"),

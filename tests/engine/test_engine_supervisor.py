@@ -482,7 +482,7 @@ async def test_a_crash_in_the_read_callback_fails_the_server(monkeypatch):
         healthy = await start_server(sup)
         victim = await start_server(sup)
 
-        def answer(data: bytes) -> bytes:
+        def answer(data: bytes, size: int | None = None) -> bytes:
             # planted bug in the socket callback: it must end this worker, not the loop
             raise ValueError("bad answer")
 

@@ -39,10 +39,10 @@ async def test_a_worker_that_raises_is_reported_and_the_others_go_on():
 
         crashing.run = boom  # before its task's first step: run() itself raises
 
-        def bad_handle(data, address):
+        def bad_record(record):
             raise ZeroDivisionError("injected fault in a reader callback")
 
-        doomed._handle = bad_handle  # the next datagram crashes the server's callback
+        doomed.on_record = bad_record  # the next datagram crashes the server's callback
         assert await asyncio.to_thread(ask, steady.local[1], b"before") == b"before"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(b"crash", (LOOPBACK, doomed.local[1]))
@@ -156,9 +156,14 @@ async def test_a_stuck_watcher_never_slows_the_udp_path_or_other_watchers(apps):
             async with connect(f"{app.ws_base}/api/events", additional_headers=app.bearer,
                                open_timeout=5) as other:
                 watcher = asyncio.create_task(watch(other))
-                # Flood events until the stuck watcher's window is full.
+                # Flood events until the stuck watcher's window is full (100 exchanges take
+                # a few ms: give each flood the hub's flushes to reach the socket).
                 for _ in range(20):
                     await asyncio.to_thread(exchanges, port, 100)
+                    for _ in range(10):
+                        if unread(raw) > 0:
+                            break
+                        await asyncio.sleep(0.02)
                     if unread(raw) > 0:
                         break
                 assert unread(raw) > 0, "the stuck watcher is not stuck"

@@ -3,14 +3,16 @@
 from datetime import datetime
 
 
-def show(data: bytes, limit: int = 200) -> str:
+def show(data: bytes, limit: int = 200, size: int | None = None) -> str:
     """Bytes as text for people: UTF-8 where it is, `\\xNN` escapes where it is not.
 
     Never raises, whatever the bytes; long payloads are cut at `limit` characters with `…`.
+    `size`: the whole datagram's size when `data` is only its first `limit * 4 + 1` bytes or
+    more (what the C receive loop hands over).
     """
     text = data[: limit * 4].decode("utf-8", errors="backslashreplace")
-    # `len(data)` too: 201 four-byte characters fill the first `limit * 4` bytes exactly
-    if len(text) <= limit and len(data) <= limit * 4:
+    # the size too: 201 four-byte characters fill the first `limit * 4` bytes exactly
+    if len(text) <= limit and (len(data) if size is None else size) <= limit * 4:
         return text
     return text[:limit] + "…"
 

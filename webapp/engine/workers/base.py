@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from webapp.engine.bus import EventBus
+from webapp.engine.fastpath import FastPath, Record
 from webapp.engine.events import Address, Error, Event, Sampled, Throttled
 from webapp.engine.policy import Policy
 from webapp.engine.ratelimit import Throttle
@@ -17,11 +18,11 @@ from webapp.engine.udp import MAX_BYTES, Target, describe_os_error, kernel_queue
 # Life of a worker: starting -> running (<-> paused, servers) -> stopped (asked to) |
 # finished (done its work) | failed.
 ENDED = frozenset({"stopped", "finished", "failed"})
-HEARD = 256  # received datagrams remembered per worker
 READS_PER_WAKEUP = 64  # datagrams read per readable callback before yielding to the loop
 PROBE_EVERY = 8  # wake-ups between looks for a backlog while datagrams come one at a time
 SAMPLE_WINDOW = 0.1  # seconds: the budget of datagrams shown is spread over windows this long
 REPORT_UNSHOWN = 1.0  # seconds between `sampled` events while a worker is over its budget
+SYNC_EVERY = 0.5  # seconds between looks at a C loop's counters when nothing else woke us
 
 
 class Worker:
@@ -43,6 +44,11 @@ class Worker:
     _unshown = 0
     _unshown_since = 0.0
     _unshown_timer: asyncio.TimerHandle | None = None
+    # The C receive loop (servers and listeners: `read_in_c()`), made on the first datagram.
+    fast: FastPath | None = None
+    _awaiting_first = False
+    _draining = False
+    _sync_timer: asyncio.TimerHandle | None = None
 
     def __init__(self, worker_id: str, spec: Spec, target: Target, bus: EventBus, *,
                  history: int = 1000):
@@ -53,29 +59,26 @@ class Worker:
         self.state = "starting"
         self.sock: socket.socket | None = None
         self.local: Address | None = None
-        self.counters = dict.fromkeys(self.counter_names, 0)
+        self._counters = dict.fromkeys(self.counter_names, 0)
         self.history: deque[Event] = deque(maxlen=history)
         self.started = time.time()
         self.ended: float | None = None
         self.task: asyncio.Task | None = None
-        # What this worker received lately, so a broadcast can tell who heard it (made on the
-        # first datagram: an idle worker does without).
-        self.heard: deque[tuple[float, Address, int]] | None = None
 
-    def hear(self, peer: Address, data: bytes) -> None:
-        """Note a received datagram (cheaply: its hash) for `heard_from()`."""
-        if self.heard is None:
-            self.heard = deque(maxlen=HEARD)
-        self.heard.append((time.time(), peer, hash(data)))
+    @property
+    def counters(self) -> dict[str, int]:
+        """The worker's counters, exact when read: what its C loop counted is added first, and
+        what it handed over is taken (so every datagram counted has had its events)."""
+        if self.fast is not None:
+            self.drain()
+        return self._counters
 
     def heard_from(self, port: int, data: bytes, since: float) -> bool:
         """Whether this worker received `data` from source port `port` at or after `since`
-        (by port: a sender bound to 0.0.0.0 is seen with whichever address it went out on)."""
-        if self.heard is None:
-            return False
-        digest = hash(data)
-        return any(t >= since and p[1] == port and h == digest
-                   for t, p, h in reversed(self.heard))
+        (by port: a sender bound to 0.0.0.0 is seen with whichever address it went out on).
+        Servers and listeners remember what they received lately, in their C loop; other
+        kinds never hear a broadcast."""
+        return self.fast is not None and self.fast.heard(port, data, since)
 
     def open(self) -> None:
         """Create and bind (or connect) the socket; raise `EngineError` if it cannot be."""
@@ -109,15 +112,26 @@ class Worker:
         if self._window_left > 0:
             self._window_left -= 1
             return True
+        self.count_unshown(1)
+        return False
+
+    @property
+    def per_window(self) -> int:
+        """Datagrams shown one by one per SAMPLE_WINDOW (0: all), the C loop's budget."""
+        budget = self.policy.events_per_second
+        return max(1, round(budget * SAMPLE_WINDOW)) if budget else 0
+
+    def count_unshown(self, count: int) -> None:
+        """Count datagrams not shown; the first starts the clock of the next `sampled`."""
         if not self._unshown:
-            self._unshown_since = now
+            self._unshown_since = time.monotonic()
             self._unshown_timer = asyncio.get_running_loop().call_later(
                 REPORT_UNSHOWN, self.report_unshown)
-        self._unshown += 1
-        return False
+        self._unshown += count
 
     def report_unshown(self) -> None:
         """Publish the `sampled` event for the datagrams counted but not shown so far."""
+        self.drain()
         if self._unshown_timer is not None:
             self._unshown_timer.cancel()
             self._unshown_timer = None
@@ -162,6 +176,95 @@ class Worker:
         if batch:
             self._batch = read > 1
 
+    # --- the C receive loop (servers and listeners) -------------------------------------
+
+    def make_fast(self) -> FastPath:
+        """This worker's C loop (what it answers, whether it drops); see fastpath.py."""
+        raise NotImplementedError
+
+    def on_record(self, record: Record) -> None:
+        """What the C loop handed over about one datagram: events, or Python's decision."""
+        raise NotImplementedError
+
+    def crashed(self, exc: Exception) -> None:
+        """A bug in `on_record`: the worker fails (servers) or the loop logs it."""
+        raise exc
+
+    def read_in_c(self) -> None:
+        """Have the C loop read the socket. An idle worker has no thread: the loop watches the
+        socket until the first datagram, then starts the thread, which reads it."""
+        loop = asyncio.get_running_loop()
+        if self.fast is None:
+            self._awaiting_first = True
+            loop.add_reader(self.sock.fileno(), self._first_datagram)
+        elif not self.fast.running:
+            self._start_fast(loop)
+
+    def _first_datagram(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.sock.fileno())
+        self._awaiting_first = False
+        try:
+            self.fast = self.make_fast()
+            self._start_fast(loop)
+        except Exception as exc:  # noqa: BLE001 (no memory or thread: the worker says so)
+            self.crashed(exc)
+
+    def _start_fast(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.fast.start(f"udp:{self.id}")
+        loop.add_reader(self.fast.notify, self.drain)
+        self._sync_timer = loop.call_later(SYNC_EVERY, self._drain_now_and_then)
+
+    def stop_reading(self) -> None:
+        """Stop reading (pause, close): the thread ends, and what it handed over is taken."""
+        if self._awaiting_first:
+            self._awaiting_first = False
+            try:
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            except (RuntimeError, ValueError):
+                pass
+        fast = self.fast
+        if fast is None or not fast.running:
+            return
+        fast.stop()
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
+        try:
+            asyncio.get_running_loop().remove_reader(fast.notify)
+        except RuntimeError:
+            pass  # no loop (closing at exit)
+        self.drain()
+
+    def drain(self) -> None:
+        """Take what the C loop counted and handed over: the counters first, so that every
+        datagram they count has its record among those taken next. Worker code called from
+        here uses `_counters` (reading `counters` would drain again)."""
+        fast = self.fast
+        if fast is None or fast.closed or self._draining:
+            return
+        self._draining = True
+        grown = fast.deltas()
+        try:
+            for record in fast.take():
+                self.on_record(record)
+            fast.feed()
+        except Exception as exc:  # noqa: BLE001 (a bug must fail this worker, not the loop)
+            self.crashed(exc)
+        finally:
+            self._draining = False
+            counters = self._counters
+            for name, count in grown.items():
+                if count and name in counters:
+                    counters[name] += count
+        if grown["unshown"]:
+            self.count_unshown(grown["unshown"])
+
+    def _drain_now_and_then(self) -> None:
+        self.drain()
+        self._sync_timer = asyncio.get_running_loop().call_later(
+            SYNC_EVERY, self._drain_now_and_then)
+
     async def pace(self, size: int) -> None:
         """Wait as long as the send caps require before sending `size` bytes (towards a real
         network only); the first time, say so in an event."""
@@ -180,7 +283,7 @@ class Worker:
         socket because its receive buffer was full (SO_MEMINFO; see `kernel_queue`)."""
         queue = kernel_queue(self.sock) if self.sock is not None else None
         if queue is not None:
-            self.counters["kernel_drops"] = queue[1]
+            self._counters["kernel_drops"] = queue[1]
         if self.sock is not None:
             self._drops_timer = asyncio.get_running_loop().call_later(
                 every, self.watch_kernel_drops, every)
@@ -190,7 +293,10 @@ class Worker:
         timer = getattr(self, "_drops_timer", None)
         if timer is not None:
             timer.cancel()
+        self.stop_reading()
         self.report_unshown()  # the last count before the worker ends
+        if self.fast is not None:
+            self.fast.close()
         if self.sock is not None:
             try:
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())

@@ -5,13 +5,15 @@ It is also a multicast member: it joins the groups of its spec (source-specific 
 names sources) and turns IP_MULTICAST_ALL off unless asked, so it hears only its own groups."""
 
 import asyncio
+import os
 
 from webapp.engine import groups
-from webapp.engine.events import Listening, Received, format_address
+from webapp.engine.events import Error, Listening, Received, format_address
+from webapp.engine.fastpath import MODE_LISTEN, REC_ERROR, FastPath, Record
 from webapp.engine.payload import show
 from webapp.engine.specs import ListenerSpec
-from webapp.engine.udp import dual_stack_note, mapped_note, open_bound, short
-from webapp.engine.workers.base import Worker
+from webapp.engine.udp import describe_os_error, dual_stack_note, mapped_note, open_bound, short
+from webapp.engine.workers.base import SAMPLE_WINDOW, Worker
 
 
 class ListenerWorker(Worker):
@@ -52,22 +54,23 @@ class ListenerWorker(Worker):
     async def run(self) -> str:
         loop = asyncio.get_running_loop()
         self._stop: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.read_in_c()
         self.watch_kernel_drops()
         await self._stop  # runs until stopped
         return "finished"
 
-    def _on_readable(self) -> None:
-        self.read_ready(self._handle)
+    # --- reading (the C loop reads and counts; see fastpath.py) ---------------------------
 
-    def _handle(self, data: bytes, address: tuple) -> None:
-        peer = short(address)
-        self.hear(peer, data)
-        self.counters["received"] += 1
-        self.counters["bytes_in"] += len(data)
-        if not self.shows():
+    def make_fast(self) -> FastPath:
+        return FastPath(self.sock, MODE_LISTEN, budget=self.per_window, window=SAMPLE_WINDOW)
+
+    def on_record(self, record: Record) -> None:
+        if record.kind == REC_ERROR:
+            exc = OSError(record.errno, os.strerror(record.errno))
+            self.emit(Error, describe_os_error(exc, None), error=str(exc), errno=record.errno)
             return
-        text = show(data)
+        peer = short(record.address)
+        text = show(record.data, size=record.size)
         self.emit(Received, f"The client at {format_address(peer)} says: {text!r}"
                   f"{mapped_note(peer[0])}",
-                  local=self.local, peer=peer, size=len(data), text=text)
+                  local=self.local, peer=peer, size=record.size, text=text)

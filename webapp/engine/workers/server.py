@@ -5,12 +5,16 @@ kernel), answer late or twice (the duplicate-reply trap), and count stream datag
 """
 
 import asyncio
+import os
 import random
 import socket
 import time
 
 from webapp.engine import requestid, stream
 from webapp.engine.errors import Conflict
+from webapp.engine.fastpath import (
+    MODE_ECHO, MODE_LENGTH, MODE_NONE, REC_ERROR, REC_SLOW, FastPath, Record,
+)
 from webapp.engine.events import (
     Dropped, Error, Listening, Paused, Queued, Received, Resumed, Sent, StreamReport,
     format_address,
@@ -22,7 +26,7 @@ from webapp.engine.udp import (
     describe_os_error, dual_stack_note, kernel_queue, mapped_note, open_bound, short,
     waiting_datagrams,
 )
-from webapp.engine.workers.base import Worker
+from webapp.engine.workers.base import SAMPLE_WINDOW, Worker
 
 POLL_PAUSED = 0.25  # seconds between looks at the kernel queue while paused
 REPORT_STREAMS = 0.5  # seconds between stream reports while streams arrive
@@ -46,10 +50,11 @@ class Responder:
         """Whether to pretend the next request was lost."""
         return self.drop_rate > 0 and self.random.random() < self.drop_rate
 
-    def answer(self, data: bytes) -> bytes | None:
-        """The reply to `data`, or None when the server is set not to reply."""
+    def answer(self, data: bytes, size: int | None = None) -> bytes | None:
+        """The reply to `data`, or None when the server is set not to reply. `size`: the
+        request's whole size when `data` is only its first bytes (the length reply needs it)."""
         if self.reply == "length":
-            size = len(data)
+            size = len(data) if size is None else size
             body = self._lengths.get(size)
             if body is None:
                 if len(self._lengths) > 1024:
@@ -95,7 +100,7 @@ class ServerWorker(Worker):
 
     async def run(self) -> str:
         if self.state == "running":  # it may have been paused before its task first ran
-            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
+            self.read_in_c()
         self.watch_kernel_drops()
         await self._failure  # only a crash in a callback ends a server; stop() cancels
         return "failed"
@@ -106,7 +111,7 @@ class ServerWorker(Worker):
         """Stop reading: requests queue in the kernel until `resume()`."""
         if self.state != "running":
             raise Conflict(f"Server {self.id} is {self.state}: only a running server can pause")
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())  # none yet is fine
+        self.stop_reading()  # not reading yet is fine
         self.state = "paused"
         self.emit(Paused, f"Paused: {self.id} stops reading, so datagrams wait in the kernel's "
                   "queue (the book's Ctrl+Z)")
@@ -119,17 +124,17 @@ class ServerWorker(Worker):
         if self._poller:
             self._poller.cancel()
         waiting, _ = waiting_datagrams(self.sock)
-        self.counters["waiting"] = 0
+        self._counters["waiting"] = 0
         self.state = "running"
         self.emit(Resumed, f"Resumed: reading the {waiting} datagram(s) that waited; their "
                   "clients may have given up long ago", waiting=waiting)
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
+        self.read_in_c()
 
     def _poll(self) -> None:
         waiting, queued_bytes = waiting_datagrams(self.sock)
         self._update_kernel_drops()
-        if waiting != self.counters["waiting"]:
-            self.counters["waiting"] = waiting
+        if waiting != self._counters["waiting"]:
+            self._counters["waiting"] = waiting
             self.emit(Queued, f"{waiting} datagram(s) wait unread in the kernel's queue "
                       f"({queued_bytes} bytes of kernel memory)",
                       waiting=waiting, queued_bytes=queued_bytes)
@@ -139,29 +144,58 @@ class ServerWorker(Worker):
         queue = kernel_queue(self.sock) if self.sock else None
         if queue is None:
             return None
-        self.counters["kernel_drops"] = queue[1]
+        self._counters["kernel_drops"] = queue[1]
         return queue[1]
 
-    # --- reading ----------------------------------------------------------------------
+    # --- reading (the C loop reads, counts and answers; see fastpath.py) ---------------
 
-    def _on_readable(self) -> None:
-        try:
-            self.read_ready(self._handle)
-        except Exception as exc:  # a bug must fail this worker, not the loop's callback
-            if not self._failure.done():
-                self._failure.set_exception(exc)
+    def make_fast(self) -> FastPath:
+        spec = self.spec
+        mode = {"length": MODE_LENGTH, "echo": MODE_ECHO}.get(spec.reply, MODE_NONE)
+        fast = FastPath(self.sock, mode, copies=2 if spec.duplicate else 1,
+                        budget=self.per_window, window=SAMPLE_WINDOW,
+                        drops=self.responder.drops if self.responder.drop_rate > 0 else None)
+        fast.set_slow_all(bool(spec.delay))  # late answers are timers on the loop
+        return fast
 
-    def _handle(self, data: bytes, address: tuple) -> None:
-        counters = self.counters
+    def crashed(self, exc: Exception) -> None:
+        if not self._failure.done():
+            self._failure.set_exception(exc)
+
+    def on_record(self, record: Record) -> None:
+        peer = short(record.address) if record.address else None
+        if record.kind == REC_ERROR:
+            exc = OSError(record.errno, os.strerror(record.errno))
+            self.emit(Error, describe_os_error(exc, peer), error=str(exc), errno=record.errno)
+        elif record.kind == REC_SLOW:
+            self._handle(record.data, record.address, record.shown, record.dropped)
+        elif record.dropped:
+            self.emit(Dropped, f"Pretending to drop packet from {format_address(peer)}",
+                      local=self.local, peer=peer, size=record.size,
+                      text=show(record.data, size=record.size))
+        else:  # shown, answered by the C loop
+            text = show(record.data, size=record.size)
+            self.emit(Received, f"The client at {format_address(peer)} says {text!r}"
+                      f"{mapped_note(peer[0])}",
+                      local=self.local, peer=peer, size=record.size, text=text)
+            if record.copies:
+                said = text if self.spec.reply == "echo" else show(
+                    self.responder.answer(record.data, record.size))
+                for _ in range(record.copies):
+                    self.emit(Sent, f"Replied {said!r} to {format_address(peer)}",
+                              local=self.local, peer=peer, size=record.reply, text=said)
+
+    def _handle(self, data: bytes, address: tuple, shown: bool, dropped: bool) -> None:
+        """A datagram the C loop left to Python (counted and heard there already): a stream's,
+        a peer not known to be local (the policy decides), or any when answering late."""
+        counters = self._counters
         peer = short(address)
         size = len(data)
-        self.hear(peer, data)
-        counters["received"] += 1
-        counters["bytes_in"] += size
-        if data[:8] == stream.MAGIC and self._count_stream(data, peer):
-            return
-        shown = self.shows()
-        if self.responder.drops():
+        if data[:8] == stream.MAGIC:
+            if self._count_stream(data, peer):
+                return
+            shown, dropped = self.shows(), self.responder.drops()  # not a stream after all
+        if dropped:
             counters["dropped"] += 1
             if shown:
                 self.emit(Dropped, f"Pretending to drop packet from {format_address(peer)}",
@@ -188,6 +222,8 @@ class ServerWorker(Worker):
             local = self._local_peers[peer[0]] = self.policy.is_local(
                 peer[0], in_lab=bool(self.spec.where))
         if local:
+            if self.fast is not None and not self.spec.delay:
+                self.fast.allow(peer[0])  # the C loop answers it from now on
             return True
         reason = None
         if len(reply) > size and not self.policy.amplification:
@@ -208,10 +244,10 @@ class ServerWorker(Worker):
                 bucket.take(1, now)
         if reason is None:
             return True
-        self.counters["held_back"] += 1
-        if self.counters["held_back"] == 1 or self.counters["held_back"] % 1000 == 0:
+        self._counters["held_back"] += 1
+        if self._counters["held_back"] == 1 or self._counters["held_back"] % 1000 == 0:
             self.emit(Error, f"Not replying to {format_address(peer)}: {reason} "
-                      f"({self.counters['held_back']} held back so far)", error=reason)
+                      f"({self._counters['held_back']} held back so far)", error=reason)
         return False
 
     def _schedule_replies(self, reply: bytes, address: tuple, peer: tuple,
@@ -238,13 +274,15 @@ class ServerWorker(Worker):
     def _reply(self, reply: bytes, address: tuple, peer: tuple, late: bool = False,
                shown: bool = True) -> None:
         try:
-            self.sock.sendto(reply, address)
+            # MSG_DONTWAIT: the socket blocks while the C loop reads it; a full send buffer
+            # is an error here, as it always was
+            self.sock.sendto(reply, socket.MSG_DONTWAIT, address)
         except OSError as exc:
-            self.counters["errors"] += 1
+            self._counters["errors"] += 1
             self.emit(Error, describe_os_error(exc, peer), error=str(exc), errno=exc.errno)
             return
-        self.counters["replied"] += 1
-        self.counters["bytes_out"] += len(reply)
+        self._counters["replied"] += 1
+        self._counters["bytes_out"] += len(reply)
         if not shown:
             return
         text = show(reply)
@@ -290,6 +328,7 @@ class ServerWorker(Worker):
         self._fresh_streams.clear()
 
     def close(self) -> None:
+        self.stop_reading()  # the C loop's last records first: streams among them
         for handle in (*getattr(self, "_timers", ()), getattr(self, "_poller", None),
                        getattr(self, "_reporter", None)):
             if handle is not None:

@@ -1,0 +1,186 @@
+"""The C receive loop of servers and listeners (webapp/engine/fastpath.c): it answers exactly
+as the Python Responder would, drops what the seeded coin says in the same order, keeps the
+counters exact, runs on a named thread that exists only while the worker has traffic to read,
+and stops promptly. Real sockets on loopback; every loop bounded."""
+
+import asyncio
+import os
+import random
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from waiting import of_type, until
+from webapp.engine import Supervisor, fastpath
+from webapp.engine.payload import show
+from webapp.engine.policy import Policy
+from webapp.engine.workers.server import Responder
+
+LOOPBACK = "127.0.0.1"
+
+
+def thread_names() -> list[str]:
+    """The names of this process's OS threads (what `top -H` shows)."""
+    return [Path(f"/proc/self/task/{task}/comm").read_text().strip()
+            for task in os.listdir("/proc/self/task")]
+
+
+def round_trips(port: int, payloads: list[bytes], timeout: float = 1.0) -> list[bytes | None]:
+    """Each payload as a request, one at a time; its reply or None (a drop)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        replies = []
+        for payload in payloads:
+            sock.sendto(payload, (LOOPBACK, port))
+            try:
+                replies.append(sock.recvfrom(70000)[0])
+            except TimeoutError:
+                replies.append(None)
+        return replies
+
+
+async def start(supervisor: Supervisor, kind: str = "server", **spec):
+    return await supervisor.start({"kind": kind, "host": LOOPBACK, "port": 0, **spec})
+
+
+def payloads() -> list[bytes]:
+    """Requests the reply depends on: request IDs well and badly formed, sizes, bytes."""
+    rng = random.Random(17)
+    made = [b"", b"x", b"#ID:0123456789abcdef hello", b"#ID:0123456789abcdef ",
+            b"#ID:0123456789ABCDEF hello", b"#ID:0123456789abcdeg hello",
+            b"#ID:0123456789abcdef", b"#ID:0123456789abcdefhello", "caf\u00e9 \u2713".encode(),
+            bytes(range(256)), b"y" * 9000]
+    made += [rng.randbytes(rng.randrange(1, 1500)) for _ in range(40)]
+    made += [b"#ID:" + f"{rng.getrandbits(64):016x}".encode() + b" " + rng.randbytes(rng.randrange(60))
+             for _ in range(20)]
+    return made
+
+
+@pytest.mark.parametrize("reply", ["length", "echo"])
+async def test_the_c_loop_answers_as_the_responder_does(reply):
+    sent = payloads()
+    async with Supervisor() as supervisor:
+        server = await start(supervisor, reply=reply)
+        replies = await asyncio.to_thread(round_trips, server.local[1], sent)
+        expected = [Responder(reply, 0.0, None).answer(p) for p in sent]
+        assert replies == expected
+        assert server.counters["received"] == server.counters["replied"] == len(sent)
+        assert server.counters["bytes_out"] == sum(map(len, expected))
+        # and the events say the same, shown one by one (under the budget)
+        said = [e.text for e in of_type(server, "sent")]
+        assert said == [show(r) for r in expected]
+
+
+def answered(port: int, count: int, chunk: int = 500) -> set[int]:
+    """Send requests 0..count-1 (echoed back) a chunk at a time; the numbers answered."""
+    got: set[int] = set()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.settimeout(0.3)
+        for first in range(0, count, chunk):
+            for n in range(first, min(count, first + chunk)):
+                sock.sendto(b"%d" % n, (LOOPBACK, port))
+            try:
+                while True:  # until the chunk's answers stop coming (bounded by the timeout)
+                    got.add(int(sock.recvfrom(100)[0]))
+            except TimeoutError:
+                pass
+    return got
+
+
+async def test_seeded_drops_are_the_responders_in_order_across_refills():
+    # more requests than the C loop's first 8 192 decisions drawn ahead: refilled on the way
+    count = 10_000
+    async with Supervisor(policy=Policy(events_per_second=0)) as supervisor:
+        server = await start(supervisor, reply="echo", drop_rate=0.3, seed=11)
+        server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        got = await asyncio.to_thread(answered, server.local[1], count)
+        coin = Responder("echo", 0.3, 11)
+        expected = {n for n in range(count) if not coin.drops()}
+        assert server.counters["kernel_drops"] == 0
+        assert got == expected
+        assert server.counters["dropped"] == count - len(expected)
+        assert server.counters["replied"] == len(expected)
+        # a budget of 0 shows each: the history (its last 1 000 events) has the last drops
+        dropped = [str(n) for n in range(count) if n not in expected]
+        shown = [e.text for e in of_type(server, "dropped")]
+        assert len(shown) > 100 and shown == dropped[-len(shown):]
+
+
+async def test_the_thread_starts_with_the_first_datagram_and_ends_with_the_worker():
+    async with Supervisor() as supervisor:
+        server = await start(supervisor, name="quiet")
+        listener = await start(supervisor, "listener", name="ears")
+        await asyncio.sleep(0.05)
+        assert server.fast is None and listener.fast is None  # idle: no thread, no buffers
+        assert "udp:quiet" not in thread_names()
+        assert await asyncio.to_thread(round_trips, server.local[1], [b"hi"]) == [
+            b"Your data was 2 bytes long"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"psst", (LOOPBACK, listener.local[1]))
+        await until(lambda: listener.counters["received"] == 1, "the listener's datagram")
+        assert {"udp:quiet", "udp:ears"} <= set(thread_names())
+        began = time.monotonic()
+        await supervisor.stop(server.id)
+        await supervisor.stop(listener.id)
+        took = time.monotonic() - began
+        assert not {"udp:quiet", "udp:ears"} & set(thread_names())
+        assert took < 0.5, f"stopping two workers took {took:.3f} s"
+        assert [e.text for e in of_type(listener, "received")] == ["psst"]
+
+
+async def test_a_paused_server_reads_nothing_and_resumes_with_what_waited():
+    async with Supervisor() as supervisor:
+        server = await start(supervisor)
+        port = server.local[1]
+        assert await asyncio.to_thread(round_trips, port, [b"one"]) == [
+            b"Your data was 3 bytes long"]
+        supervisor.pause(server.id)
+        assert "udp:" + server.id not in thread_names()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for n in range(5):
+                sock.sendto(b"w%d" % n, (LOOPBACK, port))
+            await asyncio.sleep(0.1)
+            assert server.counters["received"] == 1  # they wait in the kernel
+            supervisor.resume(server.id)
+            sock.settimeout(2)
+            got = [sock.recvfrom(100)[0] for _ in range(5)]
+        assert got == [b"Your data was 2 bytes long"] * 5
+        await until(lambda: server.counters["replied"] == 6, "the waiting five answered")
+
+
+async def test_a_listener_remembers_what_it_heard_for_broadcasts():
+    # and once stopped it has heard nothing (its C loop's memory is freed, never read)
+    async with Supervisor() as supervisor:
+        listener = await start(supervisor, "listener")
+        since = time.time()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            sock.sendto(b"hello, LAN", (LOOPBACK, listener.local[1]))
+            port = sock.getsockname()[1]
+        await until(lambda: listener.counters["received"] == 1, "the datagram")
+        assert listener.heard_from(port, b"hello, LAN", since)
+        assert not listener.heard_from(port, b"hello, WAN", since)
+        assert not listener.heard_from(port + 1 if port < 65535 else 1, b"hello, LAN", since)
+        assert not listener.heard_from(port, b"hello, LAN", time.time() + 1)
+        await supervisor.stop(listener.id)
+        assert not listener.heard_from(port, b"hello, LAN", since)
+
+
+async def test_a_long_datagram_is_shown_as_python_shows_it():
+    long = ("\u00e9" * 500).encode()  # 1 000 bytes: the C loop hands over its first 801
+    async with Supervisor() as supervisor:
+        listener = await start(supervisor, "listener")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(long, (LOOPBACK, listener.local[1]))
+        await until(lambda: of_type(listener, "received"), "its event")
+        event = of_type(listener, "received")[0]
+        assert event.text == show(long) and event.text.endswith("\u2026") and event.size == 1000
+
+
+def test_a_missing_library_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(fastpath, "LIBRARY", tmp_path / "libfastpath.so.1")
+    with pytest.raises(ImportError, match="run `make setup`"):
+        fastpath._load()
