@@ -38,6 +38,7 @@ SUITE = {  # name: (arguments, time limit in seconds)
     "ingest-agent": (["--engine", "agent", "--seconds", "2"], 90),
 }
 SCRIPT = {"echo-agent": "echo", "ingest-agent": "ingest"}  # name: its script, if not the name
+RESULT = {"echo": "echo-split-page", "ingest": "ingest-split"}  # name: what its script saves
 QUICK = {
     "echo": ["--page", "--pinning", "split", "--rounds", "2", "--seconds", "1"],
     "ingest": ["--pinning", "split", "--seconds", "1"],
@@ -273,7 +274,7 @@ def main() -> int:
         argv, limit = SUITE[name]
         if args.quick:
             argv = QUICK[name]
-        path = RESULTS / f"{name}.json"
+        path = RESULTS / f"{RESULT.get(name, name)}.json"
         path.unlink(missing_ok=True)
         print(f"\n== {name} (load {load()}) ==", flush=True)
         t0 = time.monotonic()
