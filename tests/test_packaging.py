@@ -1,6 +1,8 @@
-"""The wheel carries the templates, the CSS and the vendored htmx (git-ignored static/vendor/)."""
+"""The wheel carries the templates, the CSS, the vendored htmx (git-ignored static/vendor/) and
+the C receive loop built for it (webapp/engine/libfastpath.so.1)."""
 
 import os
+import socket
 import subprocess
 import sys
 import zipfile
@@ -23,6 +25,7 @@ REQUIRED = [
     "webapp/static/udplab.css",
     "webapp/static/vendor/htmx.min.js",
     "webapp/static/vendor/hx-ws.min.js",
+    "webapp/engine/libfastpath.so.1",
 ]
 
 
@@ -63,5 +66,13 @@ def test_wheel_contains_templates_and_static(tmp_path):
         for path in ("/static/udplab.css", "/static/vendor/htmx.min.js",
                      "/static/vendor/hx-ws.min.js"):
             assert httpx.get(f"{server.base}{path}", timeout=5).status_code == 200, path
+        # and a server worker answers, through the wheel's own C receive loop
+        worker = httpx.post(f"{server.base}/api/workers", headers=server.bearer, timeout=5,
+                            json={"kind": "server", "host": "127.0.0.1", "port": 0})
+        assert worker.status_code == 201, worker.text
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"from the wheel", ("127.0.0.1", worker.json()["local"][1]))
+            assert sock.recvfrom(100)[0] == b"Your data was 14 bytes long"
     finally:
         stop_and_check(server)
