@@ -10,6 +10,7 @@ import pytest
 from websockets.sync.client import connect
 
 from live import start_server, stop_and_check
+from test_fleet_web import wait_for
 from webapp.web.stream import REMOTE_CARD_EVERY
 
 COUNT, INTERVAL = 120, 0.01  # the client's requests: ~1.2 s of steady traffic
@@ -25,16 +26,6 @@ def dashboard(lan_fleet, tmp_path_factory):
         yield live
     finally:
         stop_and_check(live)
-
-
-def wait_for(predicate, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def card_on(message: str, dom_id: str) -> str | None:
