@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,9 @@ enum { F_DROPPED = 1, F_SHOWN = 2 };
 #define LOCALS 1024        /* lab peers Python judged local */
 #define DECISIONS 8192     /* drop decisions fed ahead */
 #define WAIT_MS 20         /* longest wait for the loop before looking at `stop` again */
+#define WAKE_SIGNAL (SIGRTMIN + 7)  /* fp_stop's nudge: a blocked recvmmsg returns at once
+                                     * (EINTR) instead of at its timeout; Python never uses
+                                     * real-time signals */
 #define STREAM_MAGIC "UDPLAB-S"
 #define STREAM_HEADER 28
 
@@ -354,8 +358,24 @@ done:
     return going;
 }
 
+static void on_wake(int signal) { (void)signal; }
+
+static void install_wake(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_wake;  /* no SA_RESTART: the interrupted call returns EINTR */
+    sigemptyset(&action.sa_mask);
+    sigaction(WAKE_SIGNAL, &action, NULL);
+}
+
+static pthread_once_t wake_installed = PTHREAD_ONCE_INIT;
+
 static void *run(void *arg) {
     fp_worker *w = arg;
+    sigset_t wake;
+    sigemptyset(&wake);
+    sigaddset(&wake, WAKE_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
     prctl(PR_SET_NAME, w->name, 0, 0, 0);
     while (!w->stop) {
         /* Blocks for the first datagram (at most WAIT_MS: SO_RCVTIMEO), then takes what else
@@ -440,6 +460,7 @@ int fp_start(fp_worker *w, const char *name) {
         fcntl(w->fd, F_SETFL, w->fl & ~O_NONBLOCK) < 0)
         return errno;
     w->stop = 0;
+    pthread_once(&wake_installed, install_wake);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -453,7 +474,8 @@ int fp_start(fp_worker *w, const char *name) {
     return 0;
 }
 
-/* Ask the thread to stop and wait for it (it looks at `stop` at least every WAIT_MS). */
+/* Ask the thread to stop and wait for it: within a millisecond or two (it looks at `stop`
+ * after every call, and a signal ends a blocked one). */
 void fp_stop(fp_worker *w) {
     if (!w->running)
         return;
@@ -461,7 +483,18 @@ void fp_stop(fp_worker *w) {
     w->stop = 1;
     pthread_cond_broadcast(&w->room);
     pthread_mutex_unlock(&w->lock);
-    pthread_join(w->thread, NULL);
+    /* Nudge it out of a blocked recvmmsg; again each millisecond, in case the nudge came
+     * just before the call (then the receive timeout, WAIT_MS, would end it anyway). */
+    struct timespec until;
+    do {
+        pthread_kill(w->thread, WAKE_SIGNAL);
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000L;
+        }
+    } while (pthread_timedjoin_np(w->thread, NULL, &until) == ETIMEDOUT);
     restore(w);
     w->running = 0;
 }

@@ -125,7 +125,7 @@ class FastPath:
         self.running = True
 
     def stop(self) -> None:
-        """Stop the thread; returns once it has ended (within 20 ms)."""
+        """Stop the thread; returns once it has ended (a signal ends its blocked receive)."""
         _lib.fp_stop(self._w)
         self.running = False
 
