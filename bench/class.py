@@ -23,7 +23,6 @@ the case with the class minus without, as % of one core. udplab is pinned to CPU
 Needs `make test-setup` (playwright and /usr/bin/chromium). Loopback only; bounded.
 """
 
-import argparse
 import re
 import statistics
 import time
@@ -31,7 +30,8 @@ import time
 import httpx
 from playwright.sync_api import sync_playwright
 
-from common import (Watchers, build_c, cpu_ns, machine, open_dashboard, run_queue_ns, save,
+from common import (Watchers, build_c, class_arguments, cpu_ns, machine, open_dashboard,
+                    run_queue_ns, save,
                     start_udplab, stop_udplab, table)
 from page import one_rate
 
@@ -124,11 +124,7 @@ def report(res: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--viewers", type=int, default=100)
-    args = parser.parse_args()
+    args = class_arguments(__doc__.split("\n")[0])
     res = run(args.rate, args.seconds, args.viewers)
     save("class", res)
     print(report(res))

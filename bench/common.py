@@ -4,6 +4,7 @@ the watcher process, small statistics and table printing.
 Traffic: loopback only (127.0.0.1). Every loop here is bounded in count and time.
 """
 
+import argparse
 import json
 import os
 import re
@@ -405,3 +406,12 @@ def wait_for(predicate, timeout: float, step: float = 0.02):
 
 
 PORT_RE = re.compile(r"^(\d+)$", re.M)
+
+
+def class_arguments(description: str) -> argparse.Namespace:
+    """--rate, --seconds and --viewers, as class.py and stages.py take them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--viewers", type=int, default=100)
+    return parser.parse_args()

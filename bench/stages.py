@@ -16,7 +16,6 @@ CPU 1, as bench/class.py). Also the Chromium renderer process's CPU over each ca
 Needs `make test-setup`. Loopback only; bounded.
 """
 
-import argparse
 import os
 import re
 import time
@@ -24,7 +23,8 @@ import time
 import httpx
 from playwright.sync_api import sync_playwright
 
-from common import (CLK_TCK, Watchers, build_c, descendants, load_average, percentile,
+from common import (CLK_TCK, Watchers, build_c, class_arguments, descendants, load_average,
+                    percentile,
                     start_udplab, stop_udplab, table)
 import page as page_bench
 
@@ -152,11 +152,7 @@ def run(rate: int, seconds: float, viewers: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--viewers", type=int, default=100)
-    args = parser.parse_args()
+    args = class_arguments(__doc__.split("\n")[0])
     res = run(args.rate, args.seconds, args.viewers)
     cases = [c for c in ("alone", "class") if c in res]
     rows = [[stage] + [f"{res[c]['stages'][stage][0]:.0f} / {res[c]['stages'][stage][1]:.0f}"

@@ -5,6 +5,7 @@ most every `CARD_EVERY` and shows the exact counters once its datagrams stop, wh
 state change is drawn at once. Datagrams go to 127.0.0.1 only; every loop is bounded."""
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -147,32 +148,40 @@ def received(card: str) -> int:
     return int(re.search(r'data-counter="received">(\d+)<', card).group(1))
 
 
-async def test_a_busy_card_is_redrawn_at_most_every_card_every_and_ends_exact(live):
+@contextlib.asynccontextmanager
+async def watched_server(live):
+    """A server worker and the teacher's page stream: yields (http, server, messages), every
+    message the page got until the block ends; the server is removed after."""
     async with live.async_client() as http, \
             connect(f"{live.ws_base}/ws/page", additional_headers=page_headers(live),
                     open_timeout=5) as page:
         await page.recv()
         server = await started_server(http)
+        messages: list[str] = []
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch(page, messages, stop))
         try:
-            messages: list[str] = []
-            stop = asyncio.Event()
-            watcher = asyncio.create_task(watch(page, messages, stop))
-            started = time.monotonic()
-            sent = await send_steadily(server["local"][1])
-            span = time.monotonic() - started
-            deadline = time.monotonic() + 10
-            while True:  # the API has them all, and the page's last card says so
-                counted = (await http.get(f"/api/workers/{server['id']}")).json()["counters"]
-                cards = [c for c in (card_of(server["id"], m) for m in messages) if c]
-                if counted["received"] + counted["kernel_drops"] >= sent and cards and \
-                        received(cards[-1]) == counted["received"]:
-                    break
-                assert time.monotonic() < deadline, f"the card did not end exact: {counted}"
-                await asyncio.sleep(0.05)
+            yield http, server, messages
+        finally:
             stop.set()
             await watcher
-        finally:
             await http.delete(f"/api/workers/{server['id']}")
+
+
+async def test_a_busy_card_is_redrawn_at_most_every_card_every_and_ends_exact(live):
+    async with watched_server(live) as (http, server, messages):
+        started = time.monotonic()
+        sent = await send_steadily(server["local"][1])
+        span = time.monotonic() - started
+        deadline = time.monotonic() + 10
+        while True:  # the API has them all, and the page's last card says so
+            counted = (await http.get(f"/api/workers/{server['id']}")).json()["counters"]
+            cards = [c for c in (card_of(server["id"], m) for m in messages) if c]
+            if counted["received"] + counted["kernel_drops"] >= sent and cards and \
+                    received(cards[-1]) == counted["received"]:
+                break
+            assert time.monotonic() < deadline, f"the card did not end exact: {counted}"
+            await asyncio.sleep(0.05)
     with_rows = [m for m in messages if ROWS.search(m)]
     redrawn = [m for m in with_rows if card_of(server["id"], m)]
     # Before issue 17 every message with rows redrew the card.
@@ -183,28 +192,16 @@ async def test_a_busy_card_is_redrawn_at_most_every_card_every_and_ends_exact(li
 
 
 async def test_a_state_change_is_drawn_in_the_same_message_as_its_row(live):
-    async with live.async_client() as http, \
-            connect(f"{live.ws_base}/ws/page", additional_headers=page_headers(live),
-                    open_timeout=5) as page:
-        await page.recv()
-        server = await started_server(http)
-        try:
-            messages: list[str] = []
-            stop = asyncio.Event()
-            watcher = asyncio.create_task(watch(page, messages, stop))
-            sending = asyncio.create_task(send_steadily(server["local"][1], 1.0))
-            await asyncio.sleep(0.5)  # the card is being redrawn at its slower pace now
-            paused = await http.post(f"/api/workers/{server['id']}/pause")
-            assert paused.status_code == 200, paused.text
-            await sending
-            deadline = time.monotonic() + 10
-            while not any("ev-paused" in m for m in messages):
-                assert time.monotonic() < deadline, "no paused row"
-                await asyncio.sleep(0.05)
-            stop.set()
-            await watcher
-        finally:
-            await http.delete(f"/api/workers/{server['id']}")
+    async with watched_server(live) as (http, server, messages):
+        sending = asyncio.create_task(send_steadily(server["local"][1], 1.0))
+        await asyncio.sleep(0.5)  # the card is being redrawn at its slower pace now
+        paused = await http.post(f"/api/workers/{server['id']}/pause")
+        assert paused.status_code == 200, paused.text
+        await sending
+        deadline = time.monotonic() + 10
+        while not any("ev-paused" in m for m in messages):
+            assert time.monotonic() < deadline, "no paused row"
+            await asyncio.sleep(0.05)
     message = next(m for m in messages if "ev-paused" in m)
     card = card_of(server["id"], message)
     assert card is not None and 'data-state="paused"' in card, message[:2000]
