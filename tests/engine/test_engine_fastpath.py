@@ -149,6 +149,23 @@ async def test_stopping_a_reading_thread_does_not_wait_for_its_receive_timeout()
         assert quick >= 8, f"stops took {[round(t * 1000, 1) for t in took]} ms"
 
 
+async def test_a_reply_in_hand_has_its_events_and_counts_without_the_loop_running():
+    # The C loop writes a shown request's record before its reply goes: reading the worker's
+    # history or counters takes the records, even before the loop has run the eventfd's
+    # callback (here it cannot: the exchange blocks the loop's own thread).
+    async with Supervisor() as supervisor:
+        server = await start(supervisor)
+        assert await asyncio.to_thread(round_trips, server.local[1], [b"warm"]) == [
+            b"Your data was 4 bytes long"]  # the thread runs from the first datagram on
+        await asyncio.sleep(0.05)
+        for n in range(1, 21):  # no await in here: the loop sits still
+            assert round_trips(server.local[1], [b"x" * n]) == [
+                f"Your data was {n} bytes long".encode()]
+            assert server.history[-1].text == f"Your data was {n} bytes long"
+            assert server.history[-2].text == "x" * n
+        assert server.counters["replied"] == 21
+
+
 async def test_a_paused_server_reads_nothing_and_resumes_with_what_waited():
     async with Supervisor() as supervisor:
         server = await start(supervisor)

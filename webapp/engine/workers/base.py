@@ -60,7 +60,7 @@ class Worker:
         self.sock: socket.socket | None = None
         self.local: Address | None = None
         self._counters = dict.fromkeys(self.counter_names, 0)
-        self.history: deque[Event] = deque(maxlen=history)
+        self._history: deque[Event] = deque(maxlen=history)
         self.started = time.time()
         self.ended: float | None = None
         self.task: asyncio.Task | None = None
@@ -72,6 +72,14 @@ class Worker:
         if self.fast is not None:
             self.drain()
         return self._counters
+
+    @property
+    def history(self) -> deque[Event]:
+        """The worker's newest events, oldest first; like `counters`, what its C loop handed
+        over is taken first (a reply a client already has has its events here)."""
+        if self.fast is not None:
+            self.drain()
+        return self._history
 
     def heard_from(self, port: int, data: bytes, since: float) -> bool:
         """Whether this worker received `data` from source port `port` at or after `since`
@@ -92,7 +100,7 @@ class Worker:
         """Record an event in this worker's history and publish it, without awaiting."""
         event = cls(seq=self.bus.next_seq(), time=time.time(), worker=self.id,
                     message=message, **fields)
-        self.history.append(event)
+        self._history.append(event)
         self.bus.publish(event)
         return event
 
