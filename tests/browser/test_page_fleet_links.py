@@ -66,8 +66,10 @@ def test_a_remote_cards_downloads_hold_its_datagrams(page, fleet_page):
     with dashboard.client() as api:
         server = start(api, machine="a", kind="server", host=lan.hosts["a"], port=1111,
                        reply="echo", name=unique("dl-srv"))
+        # a generous timeout: on a loaded machine a reply later than the book's 0.1 s would
+        # make the client send again, and the counts below are of three requests
         client = start(api, machine="b", kind="client", host=lan.hosts["a"], port=1111,
-                       count=3, interval=0.05, message="over the bridge",
+                       count=3, interval=0.05, message="over the bridge", timeout=2,
                        name=unique("dl-cli"))
         card = card_of(page, client["id"])
         expect(card.locator(".state")).to_have_text(re.compile("finished|stopped"))
