@@ -69,15 +69,17 @@ ROWS = """() => {
   const ofHour = s => { const m = /(\\d+):(\\d+):(\\d+)\\.(\\d+)/.exec(s);
                         return m ? +m[2] * 60 + +m[3] + +m[4] / 1000 : null; };
   new MutationObserver(records => {
-    for (const r of records) for (const node of r.addedNodes) {
-      if (node.nodeType !== 1 || !node.classList.contains('ev-reply')) continue;
-      const who = node.querySelector('td.w'), at = node.querySelector('td.t');
-      if (!who || !at || !who.textContent.includes(' · ')) continue;  // remote: 'm01 · …'
-      const key = who.textContent + '|' + at.textContent;  // a snapshot redraws old rows
-      if (seen.has(key)) continue;
-      seen.add(key);
-      const t = ofHour(at.textContent);
-      if (t !== null) pending.push(t);
+    for (const r of records) for (const added of r.addedNodes) {
+      if (added.nodeType !== 1) continue;  // a batch (<tbody>) of rows
+      for (const node of added.querySelectorAll('tr.ev-reply')) {
+        const who = node.querySelector('td.w'), at = node.querySelector('td.t');
+        if (!who || !at || !who.textContent.includes(' · ')) continue;  // remote: 'm01 · …'
+        const key = who.textContent + '|' + at.textContent;  // a snapshot redraws old rows
+        if (seen.has(key)) continue;
+        seen.add(key);
+        const t = ofHour(at.textContent);
+        if (t !== null) pending.push(t);
+      }
     }
     if (pending.length) requestAnimationFrame(() => {
       const d = new Date();
@@ -315,7 +317,7 @@ def measure(args, live, http, names, agents, directory) -> dict:
                                                     stats(lags[half:])["p50_ms"]],
                                  long_tasks_pct=100 * busy[0] / busy[2],
                                  longest_task_ms=busy[1],
-                                 rows_kept=page.locator("#log-rows > tr").count(),
+                                 rows_kept=page.locator("#log-rows tr.ev").count(),
                                  load_ms=load_ms)
                 page.screenshot(path=str(BUILD / "fleet-page.png"))
                 panel = page.evaluate(PANEL)

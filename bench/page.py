@@ -2,7 +2,7 @@
 
 * Arrival to row: bench/c/blast.c sends datagrams whose payload starts with
   `t=<unix time of sending> n=<number>`, paced at each RATE for SECONDS. A MutationObserver
-  on the event log (#log-rows) stamps each new row in the next animation frame (Date.now(),
+  on the event log (#log-rows, a batch of rows per message) stamps each new row in the next animation frame (Date.now(),
   i.e. when it can be painted); latency = that stamp - the send time in the row's text
   (loopback: send ≈ arrival). p50/p99 over the rows that appeared; at high rates the page
   lists a sample of rows (the counters stay exact), so `rows shown` < sent.
@@ -42,9 +42,10 @@ OBSERVER = """() => {
   const log = document.querySelector('#log-rows');
   new MutationObserver(records => {
     for (const r of records) for (const node of r.addedNodes) {
-      if (node.nodeType !== 1) continue;
-      const m = /t=(\\d+\\.\\d+) n=(\\d+)/.exec(node.textContent);
-      if (m && !window.__seen.has(m[2])) { window.__seen.add(m[2]); pending.push(+m[1]); }
+      if (node.nodeType !== 1) continue;  // a batch (<tbody>) of rows, or a row
+      for (const m of node.textContent.matchAll(/t=(\\d+\\.\\d+) n=(\\d+)/g)) {
+        if (!window.__seen.has(m[2])) { window.__seen.add(m[2]); pending.push(+m[1]); }
+      }
     }
     if (pending.length) requestAnimationFrame(() => {
       const now = Date.now() / 1000;
@@ -105,7 +106,7 @@ def one_rate(page, api, blast, rate: int, seconds: float, name: str = "") -> dic
         time.sleep(0.02)
     drops = udp_socket(port)["drops"] - drops0
     latencies = [v * 1000 for v in page.evaluate("window.__rows")]
-    kept = page.locator("#log-rows > tr").count()
+    kept = page.locator("#log-rows tr.ev").count()
     note = page.locator("#log-note").inner_text()
     if page.evaluate("document.querySelector('#listener-panel').open"):
         page.mouse.click(x, y)  # leave the panel closed for the next rate

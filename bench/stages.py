@@ -53,8 +53,7 @@ MUTATIONS = """() => {
     const now = Date.now() / 1000, sends = [];
     for (const r of records) for (const node of r.addedNodes) {
       if (node.nodeType !== 1) continue;
-      const m = /t=(\\d+\\.\\d+) n=(\\d+)/.exec(node.textContent);
-      if (m) sends.push(+m[1]);
+      for (const m of node.textContent.matchAll(/t=(\\d+\\.\\d+) n=(\\d+)/g)) sends.push(+m[1]);
     }
     if (sends.length) {
       const record = {t: now, sends};

@@ -3,15 +3,21 @@
 (() => {
   "use strict";
 
-  // Keep the event log bounded: drop the oldest rows beyond data-keep, all in one range (a
-  // busy flush brings 50 rows: 50 deleteRow calls were 50 DOM mutations a flush).
-  function trimLog(rows) {
-    const keep = Number(rows.dataset.keep || 200);
-    if (rows.rows.length <= keep) return;
-    const range = document.createRange();
-    range.setStartBefore(rows.rows[keep]);
-    range.setEndAfter(rows.lastElementChild);
-    range.deleteContents();
+  // Keep the event log bounded: each message's rows are one <tbody> (a batch) under the
+  // header, newest first; past data-keep rows, the older batches go, all in one range, and
+  // the oldest kept batch loses its last rows (a busy flush brings 50 rows: 50 deleteRow calls
+  // were 50 DOM mutations a flush).
+  function trimLog(log) {
+    let left = Number(log.dataset.keep || 200);
+    for (const batch of log.tBodies) {
+      if (batch.rows.length < left) { left -= batch.rows.length; continue; }
+      const range = document.createRange();
+      if (left > 0 && batch.rows.length > left) range.setStartBefore(batch.rows[left]);
+      else range.setStartAfter(batch);
+      range.setEndAfter(log.lastElementChild);
+      if (!range.collapsed) range.deleteContents();
+      return;
+    }
   }
 
   function setStatus(text, live) {
@@ -57,8 +63,8 @@
     else if (key === "s") clickNewest(".card.kind-server button.pause:enabled, .card.kind-server button.resume:enabled");
     else if (key === "c") {
       click("#clear-ended");
-      const rows = document.getElementById("log-rows");
-      if (rows) rows.replaceChildren();
+      const log = document.getElementById("log-rows");
+      if (log) Array.from(log.tBodies).forEach((batch) => batch.remove());
     } else return;
     event.preventDefault();
   }
@@ -96,9 +102,9 @@
     const toggle = document.getElementById("present-toggle");
     if (toggle) toggle.addEventListener("click", () => setPresenting(!document.body.classList.contains("present")));
     document.addEventListener("keydown", onKey);
-    const rows = document.getElementById("log-rows");
-    if (rows) {
-      new MutationObserver(() => trimLog(rows)).observe(rows, { childList: true });
+    const log = document.getElementById("log-rows");
+    if (log) {
+      new MutationObserver(() => trimLog(log)).observe(log, { childList: true });
     }
     // A closed socket means the live parts are stale until htmx reconnects; the server
     // sends a full snapshot on every connect, which sets the status back to "live".

@@ -3,6 +3,7 @@ client from the forms, watch the reply arrive live over the WebSocket."""
 
 import re
 import socket
+import time
 
 from dashboard import free_udp_port, open_dashboard, unique
 from playwright.sync_api import expect
@@ -83,8 +84,35 @@ def test_counters_stay_exact_under_a_burst(page, live):
             page.wait_for_timeout(100)
         assert received > 500
         expect(card.locator("[data-counter=received]")).to_have_text(str(received))
-        assert page.locator("#log-rows tr").count() <= 200
+        assert page.locator("#log-rows tr.ev").count() <= 200
         api.stop_started()
+    assert page.console_errors == []
+
+
+def test_the_log_keeps_its_newest_rows_in_order_under_its_header(page, live):
+    """Each message's rows are one batch under the header: past the 200 kept, the oldest go,
+    across batches, and the rows stay newest first, none missing (150 datagrams/s: under a
+    worker's row budget, so every one is listed)."""
+    page.goto(f"{live.base}/?token={live.token}")
+    expect(page.locator("#conn-status")).to_have_text("live")
+    name = unique("keep")
+    with live.client() as api:
+        worker = api.start(kind="server", name=name, port=0, reply="none")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for number in range(260):
+                sender.sendto(b"kept %d" % number, tuple(worker["local"]))
+                time.sleep(1 / 150)
+        rows = page.locator("#log-rows tr.ev-received", has_text=f"{name}")
+        expect(rows.first).to_contain_text("'kept 259'")
+        api.stop_started()
+    expect(page.locator("#log-rows tr.ev")).to_have_count(200)
+    # textContent: rows scrolled far out of view are not rendered (content-visibility)
+    texts = page.locator("#log-rows tr.ev").evaluate_all("rows => rows.map(r => r.textContent)")
+    shown = [int(n) for n in re.findall(r"'kept (\d+)'", " ".join(t for t in texts if name in t))]
+    assert shown == list(range(259, 259 - len(shown), -1)) and len(shown) > 150, shown
+    assert page.locator("#log-rows tbody").count() > 5  # batches, not one long body
+    table = page.get_by_role("table", name="Events, newest first")
+    expect(table.get_by_role("row").first.get_by_role("columnheader")).to_have_count(4)
     assert page.console_errors == []
 
 

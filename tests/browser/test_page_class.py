@@ -9,7 +9,10 @@ import time
 from playwright.sync_api import expect
 from test_page_recipes import viewer_token
 
-ROWS = 300  # datagrams, one every 4 ms: ~1.2 s, every flush has rows, none is sampled
+# datagrams, 150 a second (~2 s): every flush has rows, and every row is listed (a worker's
+# rows of datagrams are listed up to Settings.page_rows_per_second)
+ROWS = 300
+EVERY = 1 / 150
 ROWS_JS = "() => Array.from(document.querySelectorAll('#log-rows td.msg'), td => td.textContent)"
 
 
@@ -31,7 +34,7 @@ def test_the_viewer_lists_the_teachers_rows_in_the_same_order(browser, page, liv
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
                 for n in range(ROWS):
                     sender.sendto(b"class row %03d" % n, tuple(worker["local"]))
-                    time.sleep(0.004)
+                    time.sleep(EVERY)
             counted = -1
             for _ in range(50):  # until the server has read all the kernel kept
                 now = api.get("/api/workers/taught").json()["counters"]["received"]

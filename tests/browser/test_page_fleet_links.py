@@ -143,7 +143,7 @@ def test_the_impostor_form_fools_a_client_on_another_machine(browser, page, flee
             if javascript:
                 expect(page.locator("#spoofer-result")).to_contain_text("Started impostor a · ")
                 expect(card_of(page, client["id"]).locator(".state")).to_have_text("finished")
-                expect(page.locator("#log-rows tr", has_text=f"b · {name}")
+                expect(page.locator("#log-rows tr.ev", has_text=f"b · {name}")
                        .filter(has_text="FAKE").first).to_be_visible()
             else:
                 page.wait_for_url(f"{dashboard.base}/")

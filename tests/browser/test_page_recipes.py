@@ -412,14 +412,14 @@ def test_s_pauses_and_resumes_and_c_clears(page, own_server):
         expect(page.locator("#worker-keys-client .state")).to_have_text("finished")
         api.stop_started()
         expect(card.locator(".state")).to_have_text("stopped")
-        expect(page.locator("#log-rows tr")).not_to_have_count(0)
+        expect(page.locator("#log-rows tr.ev")).not_to_have_count(0)
 
         page.keyboard.press("c")
         expect(page.locator("#workers .card")).to_have_count(0)
         assert api.get("/api/workers").json()["workers"] == []
         # the log is emptied; only the notes of what C removed may follow it
         page.wait_for_timeout(300)
-        rows = page.locator("#log-rows tr")
+        rows = page.locator("#log-rows tr.ev")
         assert rows.count() <= 2
         for number in range(rows.count()):
             expect(rows.nth(number)).to_have_class(re.compile(r"\bev-removed\b"))
@@ -435,7 +435,7 @@ def test_keys_typed_in_a_field_are_not_shortcuts(page, own_server):
         api.start(kind="server", name="typing-server", port=0)
         card = page.locator("#worker-typing-server")
         expect(card.locator(".state")).to_have_text("running")
-        rows = page.locator("#log-rows tr").count()
+        rows = page.locator("#log-rows tr.ev").count()
         assert rows > 0
 
         field = page.locator("#server-form input[name=name]")
@@ -448,7 +448,7 @@ def test_keys_typed_in_a_field_are_not_shortcuts(page, own_server):
         page.wait_for_timeout(300)
         assert present_state(page)["present"] is False
         expect(card.locator(".state")).to_have_text("running")
-        expect(page.locator("#log-rows tr")).to_have_count(rows)
+        expect(page.locator("#log-rows tr.ev")).to_have_count(rows)
         assert requests == []
         assert api.get("/api/workers/typing-server").json()["state"] == "running"
         api.stop_started()

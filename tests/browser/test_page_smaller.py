@@ -88,7 +88,7 @@ def test_a_long_worker_name_stays_in_its_log_column(page, own):
     with own.client() as api:
         api.start(kind="server", name=name, port=0)
         try:
-            row = page.locator("#log-rows tr", has=page.locator("td.w", has_text=name)).first
+            row = page.locator("#log-rows tr.ev", has=page.locator("td.w", has_text=name)).first
             expect(row).to_be_visible()
             # one line, cut with an ellipsis at its column's edge; the title has it whole
             cell = row.evaluate("""(tr) => {

@@ -73,7 +73,7 @@ def stage_on_screen(page, run, number: int, total: int) -> None:
         on_screen(page, page.locator("#recipe-next"), "the Next step button")
     else:
         on_screen(page, run.locator(".recipe-status"), "the recipe's verdict")
-    on_screen(page, page.locator("#log-rows tr").first, "the newest event row")
+    on_screen(page, page.locator("#log-rows tr.ev").first, "the newest event row")
     on_screen(page, page.locator("#workers > .card").last.locator("header"), "the newest card")
     if page.locator(".ladder a.item").count():
         on_screen(page, page.locator(".ladder a.item").last, "the newest ladder arrow")

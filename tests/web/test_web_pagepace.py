@@ -2,7 +2,9 @@
 teacher's page (the token) gets a message every `flush_interval`, a read-only viewer one per
 `viewer_flush_interval` holding the same rows in the same order; a busy card is redrawn at
 most every `CARD_EVERY` and shows the exact counters once its datagrams stop, while a
-state change is drawn at once. Datagrams go to 127.0.0.1 only; every loop is bounded."""
+state change is drawn at once; each worker's counting rows are listed up to
+`page_rows_per_second` after a burst of `page_row_burst`, every other row always.
+Datagrams go to 127.0.0.1 only; every loop is bounded."""
 
 import asyncio
 import contextlib
@@ -19,11 +21,15 @@ LOOPBACK = "127.0.0.1"
 VIEW_LINE = re.compile(r"http://127\.0\.0\.1:\d+/\?view=(\S+)")
 ROW = re.compile(r"t=(\d+\.\d+) n=(\d+)")
 # the event-log rows of one batch (the ladder's labels show the payloads too)
-ROWS = re.compile(r'<tbody hx-swap-oob="afterbegin:#log-rows">(.*?)</tbody>', re.S)
+ROWS = re.compile(r'<table hx-swap-oob="afterend:#log-head"><tbody [^>]*>(.*?)</tbody>', re.S)
+SETTINGS = Settings()
 SECONDS = 1.5  # of steady datagrams
-EVERY = 0.004  # seconds between two of them (250/s: every flush has rows)
-VIEWER_INTERVAL = Settings().viewer_flush_interval
-DRIVER_INTERVAL = Settings().flush_interval
+# seconds between two of them: 150/s, so every flush has rows and every row is listed (a
+# worker's rows of datagrams are listed up to page_rows_per_second)
+EVERY = 1 / 150
+assert 1 / EVERY < SETTINGS.page_rows_per_second
+VIEWER_INTERVAL = SETTINGS.viewer_flush_interval
+DRIVER_INTERVAL = SETTINGS.flush_interval
 
 
 def page_headers(live, viewer: bool = False) -> dict[str, str]:
@@ -205,3 +211,98 @@ async def test_a_state_change_is_drawn_in_the_same_message_as_its_row(live):
     message = next(m for m in messages if "ev-paused" in m)
     card = card_of(server["id"], message)
     assert card is not None and 'data-state="paused"' in card, message[:2000]
+
+
+def listed(messages: list[str], kind: str = "received") -> list[str]:
+    """The `kind` rows the messages list, as (worker shown, message text), oldest first."""
+    found = []
+    for message in messages:
+        for batch in ROWS.finditer(message):
+            # a batch's rows are newest first
+            found += re.findall(rf'<tr class="ev ev-{kind}[^"]*">.*?<td class="w" title="([^"]*)"'
+                                r'.*?<td class="msg">(.*?)</td>', batch.group(1), re.S)[::-1]
+    return found
+
+
+async def flood(port: int, seconds: float, per_tick: int = 20, tick: float = 0.02) -> int:
+    """`per_tick` datagrams every `tick` seconds (1 000/s) for `seconds`; how many."""
+    n = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and n < 5000:
+            for _ in range(per_tick):
+                sock.sendto(f"t={time.time():.6f} n={n}".encode(), (LOOPBACK, port))
+                n += 1
+            await asyncio.sleep(tick)
+    return n
+
+
+async def test_a_flood_lists_its_workers_budget_counts_the_rest_and_every_state_change(live):
+    rate, burst = SETTINGS.page_rows_per_second, SETTINGS.page_row_burst
+    async with watched_server(live) as (http, server, messages):
+        started = time.monotonic()
+        sending = asyncio.create_task(flood(server["local"][1], 1.0))
+        await asyncio.sleep(0.6)
+        paused = await http.post(f"/api/workers/{server['id']}/pause")
+        assert paused.status_code == 200, paused.text
+        resumed = await http.post(f"/api/workers/{server['id']}/resume")
+        assert resumed.status_code == 200, resumed.text
+        sent = await sending
+        span = time.monotonic() - started
+        deadline = time.monotonic() + 10
+        while True:  # the API has them all, and the page's last card says so
+            counted = (await http.get(f"/api/workers/{server['id']}")).json()["counters"]
+            cards = [c for c in (card_of(server["id"], m) for m in messages) if c]
+            if counted["received"] + counted["kernel_drops"] >= sent and cards and \
+                    received(cards[-1]) == counted["received"]:
+                break
+            assert time.monotonic() < deadline, f"the card did not end exact: {counted}"
+            await asyncio.sleep(0.05)
+    rows = listed(messages)
+    # 1 000 datagrams/s: the log lists the budget's worth (the newest of each flush), ...
+    assert len(rows) <= burst + rate * (span + 0.5), (len(rows), sent, span)
+    assert len(rows) >= rate * span / 3, (len(rows), sent, span)
+    # ... says how many it did not, and lists the pause and the resume among them.
+    notes = [int(n) for m in messages
+             for n in re.findall(r'id="log-note"[^>]*>(\d+) events came too fast to list', m)]
+    assert notes and notes[-1] >= (counted["received"] - len(rows)) / 2, (notes[-1:], len(rows))
+    assert len(listed(messages, "paused")) == 1 and len(listed(messages, "resumed")) == 1
+    assert sent > 500 and counted["received"] + counted["kernel_drops"] == sent
+
+
+async def test_each_worker_has_its_own_row_budget_so_a_burst_to_many_lists_them_all(live):
+    """A datagram to each of twelve servers (a broadcast heard by twelve listeners) lists
+    twelve rows, though sixty to one server at the same time list only its burst's worth."""
+    burst = SETTINGS.page_row_burst
+    async with watched_server(live) as (http, busy, messages):
+        quiet = []
+        try:
+            for number in range(12):
+                response = await http.post("/api/workers", json={
+                    "kind": "server", "name": f"quiet-{number}", "host": LOOPBACK, "port": 0,
+                    "reply": "none"})
+                assert response.status_code == 201, response.text
+                quiet.append(response.json())
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                for n in range(60):
+                    sock.sendto(f"busy {n}".encode(), (LOOPBACK, busy["local"][1]))
+                for worker in quiet:
+                    sock.sendto(b"once", (LOOPBACK, worker["local"][1]))
+            deadline = time.monotonic() + 10
+            while len({who for who, _ in listed(messages) if who.startswith("quiet-")}) < 12:
+                assert time.monotonic() < deadline, listed(messages)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(3 * DRIVER_INTERVAL)  # the busy server's rows, all flushed
+        finally:
+            for worker in quiet:
+                await http.delete(f"/api/workers/{worker['id']}")
+    rows = listed(messages)
+    assert sorted(who for who, _ in rows if who.startswith("quiet-")) == \
+        sorted(f"quiet-{n}" for n in range(12))
+    busy_rows = [text for who, text in rows if not who.startswith("quiet-")]
+    # its burst, plus what its budget earned in the flush or two the sixty (sent in a few
+    # milliseconds) may have spanned
+    limit = burst + SETTINGS.page_rows_per_second * 2 * DRIVER_INTERVAL
+    assert limit < 60
+    assert burst <= len(busy_rows) <= limit, busy_rows
+    assert "busy 59" in busy_rows[-1]  # the newest are listed

@@ -34,6 +34,11 @@ class Settings:
     viewer_flush_interval: float = 0.1
     page_rows: int = 200  # rows the page keeps in its event log
     rows_per_flush: int = 50  # newest rows sent per message; counters stay exact regardless
+    # Each worker's rows of events that only count datagrams (received, sent, reply, ...): the
+    # log lists at most this many a second, after a burst of page_row_burst; every other
+    # event (a stop, a pause, an error, a step) is always listed (issue 17)
+    page_rows_per_second: float = 200.0
+    page_row_burst: int = 25
     worker_history: int = 1000  # events kept per worker for GET /api/workers/{id}/events
     allow_limited_broadcast: bool = False  # may workers send to 255.255.255.255?
     allowed_networks: tuple[str, ...] = ()  # --allow-net: real networks workers may send to

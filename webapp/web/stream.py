@@ -324,6 +324,8 @@ class PageHub(Hub):
         self.shown: set[str] = set(supervisor.workers)
         self.last_seq = supervisor.bus.recent[-1].seq if supervisor.bus.recent else 0
         self.hidden_total = 0
+        # per worker: (counting rows it may list now, when that was worked out)
+        self.row_budget: dict[str, tuple[float, float]] = {}
         self.runs_shown = len(experiments.runs)
         self.ladder_at, self.ladder_due = 0.0, None  # when the ladder was last redrawn / is due
         self.card_at: dict[str, float] = {}  # when each card was last drawn (the loop's clock)
@@ -407,6 +409,33 @@ class PageHub(Hub):
             due.pop(worker_id, None)
         return drawn
 
+    def _rows(self, events: list[Event]) -> list[Event]:
+        """The events the log lists, in order (the newest `rows_per_flush` at most): every
+        event that is more than a count, and of each worker's events that only count (a
+        datagram received, a reply sent, ...) the newest its budget allows:
+        `page_rows_per_second`, after a burst of `page_row_burst`. A broadcast heard by 30
+        listeners lists 30 rows; a flood of 1 000 datagrams/s lists 200 a second. Nobody reads
+        a flood row by row, but every row costs each browser a layout and a paint: a flood
+        listed in full kept the teacher's Chromium so busy that the rows it listed were
+        90-120 ms old (issue 17). The history and the downloads keep every event; the cards'
+        counters stay exact."""
+        settings = self.settings
+        now = asyncio.get_running_loop().time()
+        counting: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            if e.type in COUNTING_TYPES:
+                counting.setdefault(e.worker, []).append(i)
+        skipped: set[int] = set()
+        budget, rate, burst = self.row_budget, settings.page_rows_per_second, settings.page_row_burst
+        for worker, indices in counting.items():
+            tokens, at = budget.get(worker, (burst, now))
+            tokens = min(burst, tokens + (now - at) * rate)
+            listed = min(len(indices), int(tokens))
+            budget[worker] = (tokens - listed, now)
+            skipped.update(indices[:len(indices) - listed])
+        kept = [e for i, e in enumerate(events) if i not in skipped] if skipped else events
+        return kept[-settings.rows_per_flush:]
+
     def _update(self, events: list[Event], dropped: int) -> str | None:
         workers, shown = self.supervisor.workers, self.shown
         if events:
@@ -425,9 +454,11 @@ class PageHub(Hub):
             removed = sorted(shown - set(workers))
             every_card = workers
         shown.difference_update(removed)
+        for worker_id in removed:
+            self.row_budget.pop(worker_id, None)
         shown.update(w.id for w in new)
         changed = self._throttle(changed, new, removed, events, dropped, every_card)
-        rows = events[-self.settings.rows_per_flush:]
+        rows = self._rows(events)
         hidden = dropped + len(events) - len(rows)
         self.hidden_total += hidden
         if not self.outboxes:
