@@ -28,9 +28,13 @@ class Settings:
     allowed_hosts: frozenset[str] = frozenset()  # extra Host names besides loopback and `host`
     templates_dir: Path = field(default_factory=lambda: _data_dir("templates"))
     static_dir: Path = field(default_factory=lambda: _data_dir("static"))
-    flush_interval: float = 0.05  # at most one WebSocket message per this many seconds
+    flush_interval: float = 0.05  # at most one JSON stream message per this many seconds
+    # the page stream of token holders (the teacher's page): one message per this many
+    # seconds at most. Every row waits up to one of them; with the log's row budget the
+    # browser has time for the extra messages (issue 17)
+    page_flush_interval: float = 0.03
     # read-only viewers' page stream: one message (the flushes between, merged) per this many
-    # seconds; the teacher's page gets one per flush_interval (issue 17)
+    # seconds; the teacher's page gets one per page_flush_interval (issue 17)
     viewer_flush_interval: float = 0.1
     page_rows: int = 200  # rows the page keeps in its event log
     rows_per_flush: int = 50  # newest rows sent per message; counters stay exact regardless

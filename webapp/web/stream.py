@@ -1,7 +1,7 @@
 """The two live streams: JSON events for scripts, HTML fragments for the page.
 
 Each stream kind has one `Hub`: one bus subscription, drained at most once per
-`flush_interval`, encoded (JSON) or rendered (HTML) once, and the same text handed to every
+`flush_interval` (JSON) or `page_flush_interval` (page), encoded (JSON) or rendered (HTML) once, and the same text handed to every
 connection. A connection that cannot keep up never slows the hub or the UDP path: its small
 outbox overflows, and it gets what it missed counted (JSON) or a fresh snapshot (page).
 On the page stream read-only viewers (a class) get one message per
@@ -330,7 +330,7 @@ class PageHub(Hub):
         self.ladder_at, self.ladder_due = 0.0, None  # when the ladder was last redrawn / is due
         self.card_at: dict[str, float] = {}  # when each card was last drawn (the loop's clock)
         self.cards_due: dict[str, float] = {}  # cards with counts not shown yet: when to draw
-        super().__init__(supervisor, self._update, settings.flush_interval,
+        super().__init__(supervisor, self._update, settings.page_flush_interval,
                          viewer_interval=settings.viewer_flush_interval)
 
     def _timeout(self, now: float) -> float | None:
