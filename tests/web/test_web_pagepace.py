@@ -154,6 +154,20 @@ def received(card: str) -> int:
     return int(re.search(r'data-counter="received">(\d+)<', card).group(1))
 
 
+async def card_ends_exact(http, server: dict, messages: list[str], sent: int) -> dict:
+    """Wait (bounded) until the API counts all `sent` (received or dropped by the kernel) and
+    the page's last card shows the API's count; the API's counters."""
+    deadline = time.monotonic() + 10
+    while True:
+        counted = (await http.get(f"/api/workers/{server['id']}")).json()["counters"]
+        cards = [c for c in (card_of(server["id"], m) for m in messages) if c]
+        if counted["received"] + counted["kernel_drops"] >= sent and cards and \
+                received(cards[-1]) == counted["received"]:
+            return counted
+        assert time.monotonic() < deadline, f"the card did not end exact: {counted}"
+        await asyncio.sleep(0.05)
+
+
 @contextlib.asynccontextmanager
 async def watched_server(live):
     """A server worker and the teacher's page stream: yields (http, server, messages), every
@@ -179,15 +193,7 @@ async def test_a_busy_card_is_redrawn_at_most_every_card_every_and_ends_exact(li
         started = time.monotonic()
         sent = await send_steadily(server["local"][1])
         span = time.monotonic() - started
-        deadline = time.monotonic() + 10
-        while True:  # the API has them all, and the page's last card says so
-            counted = (await http.get(f"/api/workers/{server['id']}")).json()["counters"]
-            cards = [c for c in (card_of(server["id"], m) for m in messages) if c]
-            if counted["received"] + counted["kernel_drops"] >= sent and cards and \
-                    received(cards[-1]) == counted["received"]:
-                break
-            assert time.monotonic() < deadline, f"the card did not end exact: {counted}"
-            await asyncio.sleep(0.05)
+        counted = await card_ends_exact(http, server, messages, sent)
     with_rows = [m for m in messages if ROWS.search(m)]
     redrawn = [m for m in with_rows if card_of(server["id"], m)]
     # Before issue 17 every message with rows redrew the card.
@@ -249,15 +255,7 @@ async def test_a_flood_lists_its_workers_budget_counts_the_rest_and_every_state_
         assert resumed.status_code == 200, resumed.text
         sent = await sending
         span = time.monotonic() - started
-        deadline = time.monotonic() + 10
-        while True:  # the API has them all, and the page's last card says so
-            counted = (await http.get(f"/api/workers/{server['id']}")).json()["counters"]
-            cards = [c for c in (card_of(server["id"], m) for m in messages) if c]
-            if counted["received"] + counted["kernel_drops"] >= sent and cards and \
-                    received(cards[-1]) == counted["received"]:
-                break
-            assert time.monotonic() < deadline, f"the card did not end exact: {counted}"
-            await asyncio.sleep(0.05)
+        counted = await card_ends_exact(http, server, messages, sent)
     rows = listed(messages)
     # 1 000 datagrams/s: the log lists the budget's worth (the newest of each flush), ...
     assert len(rows) <= burst + rate * (span + 0.5), (len(rows), sent, span)
