@@ -247,7 +247,9 @@ async def test_a_flood_lists_its_workers_budget_counts_the_rest_and_every_state_
     rate, burst = SETTINGS.page_rows_per_second, SETTINGS.page_row_burst
     async with watched_server(live) as (http, server, messages):
         started = time.monotonic()
-        sending = asyncio.create_task(flood(server["local"][1], 1.0))
+        # 1 500/s for 1.2 s: past the worker's 1 000 events a second, so it says once a
+        # second how many it only counted (a `sampled` row, always listed)
+        sending = asyncio.create_task(flood(server["local"][1], 1.2, per_tick=30))
         await asyncio.sleep(0.6)
         paused = await http.post(f"/api/workers/{server['id']}/pause")
         assert paused.status_code == 200, paused.text
@@ -256,8 +258,12 @@ async def test_a_flood_lists_its_workers_budget_counts_the_rest_and_every_state_
         sent = await sending
         span = time.monotonic() - started
         counted = await card_ends_exact(http, server, messages, sent)
+        await asyncio.sleep(1.2)  # the last second's `sampled` event, and its flush
+        history = (await http.get(f"/api/workers/{server['id']}/events")).json()["events"]
+        sampled = sum(e["type"] == "sampled" for e in history)
+        await asyncio.sleep(0.3)  # the flush of any that came just now
     rows = listed(messages)
-    # 1 000 datagrams/s: the log lists the budget's worth (the newest of each flush), ...
+    # 1 500 datagrams/s: the log lists the budget's worth (the newest of each flush), ...
     assert len(rows) <= burst + rate * (span + 0.5), (len(rows), sent, span)
     assert len(rows) >= rate * span / 3, (len(rows), sent, span)
     # ... says how many it did not, and lists the pause and the resume among them.
@@ -265,6 +271,7 @@ async def test_a_flood_lists_its_workers_budget_counts_the_rest_and_every_state_
              for n in re.findall(r'id="log-note"[^>]*>(\d+) events came too fast to list', m)]
     assert notes and notes[-1] >= (counted["received"] - len(rows)) / 2, (notes[-1:], len(rows))
     assert len(listed(messages, "paused")) == 1 and len(listed(messages, "resumed")) == 1
+    assert 1 <= len(listed(messages, "sampled")) == sampled, sampled
     assert sent > 500 and counted["received"] + counted["kernel_drops"] == sent
 
 

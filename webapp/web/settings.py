@@ -38,9 +38,9 @@ class Settings:
     viewer_flush_interval: float = 0.1
     page_rows: int = 200  # rows the page keeps in its event log
     rows_per_flush: int = 50  # newest rows sent per message; counters stay exact regardless
-    # Each worker's rows of events that only count datagrams (received, sent, reply, ...): the
-    # log lists at most this many a second, after a burst of page_row_burst; every other
-    # event (a stop, a pause, an error, a step) is always listed (issue 17)
+    # Each worker's rows of one datagram or request each (received, sent, reply, waiting,
+    # ...): the page's log lists at most this many a second, after a burst of page_row_burst;
+    # every other row (a stop, a pause, an error, a step, a summary) is always listed (issue 17)
     page_rows_per_second: float = 200.0
     page_row_burst: int = 25
     worker_history: int = 1000  # events kept per worker for GET /api/workers/{id}/events

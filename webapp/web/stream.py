@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from webapp.engine import Supervisor
 from webapp.engine.events import Event
+from webapp.engine.history.datagrams import DATAGRAM_TYPES
 from webapp.engine.experiments import Experiments
 from webapp.engine.recipes import Recipes
 from webapp.web.fleetpage import RemoteCards
@@ -51,6 +52,10 @@ JSON_EVENTS = 500  # events in one JSON stream message at most (an event is unde
 COUNTING_TYPES = frozenset({"sent", "received", "dropped", "reply", "rejected", "waiting",
                             "timeout", "stream", "progress", "sampled", "queued", "throttled"})
 CARD_EVERY = 0.1
+# Events of one datagram or one request each (a flood brings thousands a second): the page's
+# log lists each worker's at most `page_rows_per_second` (`PageHub._rows`); the summaries
+# (sampled, stream, progress, queued, throttled) and the state changes are always listed.
+BUDGETED_ROWS = frozenset(DATAGRAM_TYPES) | {"waiting", "timeout"}
 # Another machine's card: a fleet of 40 busy agents had the page morph ~25 cards a flush.
 REMOTE_CARD_EVERY = 0.5
 SLACK = 0.005  # seconds: a flush this early for a slower connection still wakes it (timer jitter)
@@ -411,8 +416,8 @@ class PageHub(Hub):
 
     def _rows(self, events: list[Event]) -> list[Event]:
         """The events the log lists, in order (the newest `rows_per_flush` at most): every
-        event that is more than a count, and of each worker's events that only count (a
-        datagram received, a reply sent, ...) the newest its budget allows:
+        event but those of one datagram or request each (`BUDGETED_ROWS`), and of each
+        worker's of those (a datagram received, a reply, ...) the newest its budget allows:
         `page_rows_per_second`, after a burst of `page_row_burst`. A broadcast heard by 30
         listeners lists 30 rows; a flood of 1 000 datagrams/s lists 200 a second. Nobody reads
         a flood row by row, but every row costs each browser a layout and a paint: a flood
@@ -421,13 +426,13 @@ class PageHub(Hub):
         counters stay exact."""
         settings = self.settings
         now = asyncio.get_running_loop().time()
-        counting: dict[str, list[int]] = {}
+        budgeted: dict[str, list[int]] = {}  # worker: indices of its budgeted events
         for i, e in enumerate(events):
-            if e.type in COUNTING_TYPES:
-                counting.setdefault(e.worker, []).append(i)
+            if e.type in BUDGETED_ROWS:
+                budgeted.setdefault(e.worker, []).append(i)
         skipped: set[int] = set()
         budget, rate, burst = self.row_budget, settings.page_rows_per_second, settings.page_row_burst
-        for worker, indices in counting.items():
+        for worker, indices in budgeted.items():
             tokens, at = budget.get(worker, (burst, now))
             tokens = min(burst, tokens + (now - at) * rate)
             listed = min(len(indices), int(tokens))
