@@ -2,10 +2,11 @@
 
 * Arrival to row: bench/c/blast.c sends datagrams whose payload starts with
   `t=<unix time of sending> n=<number>`, paced at each RATE for SECONDS. A MutationObserver
-  on the event log (#log-rows, a batch of rows per message) stamps each new row in the next animation frame (Date.now(),
-  i.e. when it can be painted); latency = that stamp - the send time in the row's text
-  (loopback: send ≈ arrival). p50/p99 over the rows that appeared; at high rates the page
-  lists a sample of rows (the counters stay exact), so `rows shown` < sent.
+  on the event log (#log-rows: a batch of rows per message) stamps each new row in the next
+  animation frame (Date.now(), i.e. when it can be painted); latency = that stamp - the send
+  time in the row's text (loopback: send ≈ arrival). p50/p99 over the rows that appeared; the
+  page lists each worker's rows of datagrams up to 200 a second (the counters stay exact),
+  so above that `rows shown` < sent.
 * Counters exact: after the send, how long until the card's `received` counter equals the
   API's, and whether the API's equals sent minus the kernel's drops.
 * Click latency while streaming: during the send, CLICKS clicks on a panel's <summary>

@@ -1,9 +1,10 @@
 """The two live streams: JSON events for scripts, HTML fragments for the page.
 
 Each stream kind has one `Hub`: one bus subscription, drained at most once per
-`flush_interval` (JSON) or `page_flush_interval` (page), encoded (JSON) or rendered (HTML) once, and the same text handed to every
-connection. A connection that cannot keep up never slows the hub or the UDP path: its small
-outbox overflows, and it gets what it missed counted (JSON) or a fresh snapshot (page).
+`flush_interval` (JSON) or `page_flush_interval` (page), encoded (JSON) or rendered (HTML)
+once, and the same text handed to every connection. A connection that cannot keep up never
+slows the hub or the UDP path: its small outbox overflows, and it gets what it missed
+counted (JSON) or a fresh snapshot (page).
 On the page stream read-only viewers (a class) get one message per
 `viewer_flush_interval`: their outboxes hold the flushes in between and send them merged,
 half a flush after the token holders' (the teacher's page), who get every flush, first.
@@ -25,8 +26,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from webapp.engine import Supervisor
 from webapp.engine.events import Event
-from webapp.engine.history.datagrams import DATAGRAM_TYPES
 from webapp.engine.experiments import Experiments
+from webapp.engine.history.datagrams import DATAGRAM_TYPES
 from webapp.engine.recipes import Recipes
 from webapp.web.fleetpage import RemoteCards
 from webapp.web.render import Renderer
@@ -329,7 +330,7 @@ class PageHub(Hub):
         self.shown: set[str] = set(supervisor.workers)
         self.last_seq = supervisor.bus.recent[-1].seq if supervisor.bus.recent else 0
         self.hidden_total = 0
-        # per worker: (counting rows it may list now, when that was worked out)
+        # per worker: (budgeted rows it may list now, when that was worked out)
         self.row_budget: dict[str, tuple[float, float]] = {}
         self.runs_shown = len(experiments.runs)
         self.ladder_at, self.ladder_due = 0.0, None  # when the ladder was last redrawn / is due
@@ -431,7 +432,8 @@ class PageHub(Hub):
             if e.type in BUDGETED_ROWS:
                 budgeted.setdefault(e.worker, []).append(i)
         skipped: set[int] = set()
-        budget, rate, burst = self.row_budget, settings.page_rows_per_second, settings.page_row_burst
+        budget = self.row_budget
+        rate, burst = settings.page_rows_per_second, settings.page_row_burst
         for worker, indices in budgeted.items():
             tokens, at = budget.get(worker, (burst, now))
             tokens = min(burst, tokens + (now - at) * rate)
