@@ -282,34 +282,21 @@ MachineQuery = Annotated[str | None, Query(description="a machine of the fleet (
 
 
 @router.get("/lab")
-async def get_lab(supervisor: SupervisorDep, fleet: FleetDep,
-                  machine: MachineQuery = None) -> dict[str, Any]:
+async def get_lab(fleet: FleetDep, machine: MachineQuery = None) -> dict[str, Any]:
     """The virtual LAN: hosts (name, address, broadcast, mtu, subnet), router, subnets."""
-    where = fleet.named(machine)
-    if where is not fleet.local:
-        return await where.lab()
-    return supervisor.lab.to_dict()
+    return await fleet.named(machine).lab()
 
 
 @router.post("/lab", status_code=201)
-async def build_lab(supervisor: SupervisorDep, fleet: FleetDep,
-                    machine: MachineQuery = None) -> dict[str, Any]:
+async def build_lab(fleet: FleetDep, machine: MachineQuery = None) -> dict[str, Any]:
     """Build the default virtual LAN (needs CAP_NET_ADMIN; 403 says how to get it)."""
-    where = fleet.named(machine)
-    if where is not fleet.local:
-        return await where.build_lab()
-    return (await supervisor.build_lab()).to_dict()
+    return await fleet.named(machine).build_lab()
 
 
 @router.delete("/lab")
-async def delete_lab(supervisor: SupervisorDep, fleet: FleetDep,
-                     machine: MachineQuery = None) -> dict[str, Any]:
+async def delete_lab(fleet: FleetDep, machine: MachineQuery = None) -> dict[str, Any]:
     """Stop the workers on the lab and delete its namespaces."""
-    where = fleet.named(machine)
-    if where is not fleet.local:
-        return await where.teardown_lab()
-    removed = await supervisor.teardown_lab()
-    return {**supervisor.lab.to_dict(), "removed": removed}
+    return await fleet.named(machine).teardown_lab()
 
 
 @router.post("/lab/scenarios/{name}", status_code=201)

@@ -358,7 +358,8 @@ async def _lab_panel(renderer, supervisor, fleet, name: Any, *, error: str | Non
 
 async def _lab_action(request: Request, supervisor, renderer, fleet, act) -> Response:
     """Build or tear down the lab of the machine the form names (`machine`, absent: this
-    one): `act(machine)` does it."""
+    one): `act(machine)` does it (this one is the fleet's LocalMachine, over the same
+    supervisor)."""
     form = await request.form()
     error, chosen = None, ""
     try:
@@ -395,24 +396,16 @@ async def lab_panel_of(request: Request, supervisor: SupervisorDep, renderer: Re
 async def build_lab_from_page(request: Request, supervisor: SupervisorDep,
                               renderer: RendererDep, fleet: FleetDep) -> Response:
     """The Lab panel's Build button: htmx swaps the panel and every form's "On" field."""
-    async def build(where) -> None:
-        if where is fleet.local:
-            await supervisor.build_lab()
-        else:
-            await where.build_lab()
-    return await _lab_action(request, supervisor, renderer, fleet, build)
+    return await _lab_action(request, supervisor, renderer, fleet,
+                             lambda where: where.build_lab())
 
 
 @router.post("/lab/delete")
 async def teardown_lab_from_page(request: Request, supervisor: SupervisorDep,
                                  renderer: RendererDep, fleet: FleetDep) -> Response:
     """The Lab panel's Tear down button."""
-    async def teardown(where) -> None:
-        if where is fleet.local:
-            await supervisor.teardown_lab()
-        else:
-            await where.teardown_lab()
-    return await _lab_action(request, supervisor, renderer, fleet, teardown)
+    return await _lab_action(request, supervisor, renderer, fleet,
+                             lambda where: where.teardown_lab())
 
 
 @router.post("/lab/scenarios/{name}")
