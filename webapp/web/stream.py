@@ -62,6 +62,29 @@ REMOTE_CARD_EVERY = 0.5
 SLACK = 0.005  # seconds: a flush this early for a slower connection still wakes it (timer jitter)
 
 
+class RowBudget:
+    """Per-worker token buckets for the page's log rows: `rate` rows a second, after a burst
+    of `burst`. A bucket left alone long enough to be full again is forgotten (as good as a
+    new one), so workers that come and go leave nothing behind."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.full_after = burst / rate if rate > 0 else math.inf  # seconds to refill
+        self.buckets: dict[str, tuple[float, float]] = {}  # worker: (tokens, when counted)
+
+    def take(self, wanted: dict[str, int], now: float) -> dict[str, int]:
+        """How many of the rows each worker `wanted` may be listed at `now` (the newest)."""
+        buckets, granted = self.buckets, {}
+        for worker, count in wanted.items():
+            tokens, at = buckets.get(worker, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            granted[worker] = min(count, int(tokens))
+            buckets[worker] = (tokens - granted[worker], now)
+        for worker in [w for w, (_, at) in buckets.items() if now - at >= self.full_after]:
+            del buckets[worker]
+        return granted
+
+
 class Outbox:
     """One connection's pending batches: (encoded text, what merging needs, events in it).
 
@@ -330,8 +353,7 @@ class PageHub(Hub):
         self.shown: set[str] = set(supervisor.workers)
         self.last_seq = supervisor.bus.recent[-1].seq if supervisor.bus.recent else 0
         self.hidden_total = 0
-        # per worker: (budgeted rows it may list now, when that was worked out)
-        self.row_budget: dict[str, tuple[float, float]] = {}
+        self.row_budget = RowBudget(settings.page_rows_per_second, settings.page_row_burst)
         self.runs_shown = len(experiments.runs)
         self.ladder_at, self.ladder_due = 0.0, None  # when the ladder was last redrawn / is due
         self.card_at: dict[str, float] = {}  # when each card was last drawn (the loop's clock)
@@ -425,23 +447,16 @@ class PageHub(Hub):
         listed in full kept the teacher's Chromium so busy that the rows it listed were
         90-120 ms old (issue 17). The history and the downloads keep every event; the cards'
         counters stay exact."""
-        settings = self.settings
-        now = asyncio.get_running_loop().time()
         budgeted: dict[str, list[int]] = {}  # worker: indices of its budgeted events
         for i, e in enumerate(events):
             if e.type in BUDGETED_ROWS:
                 budgeted.setdefault(e.worker, []).append(i)
-        skipped: set[int] = set()
-        budget = self.row_budget
-        rate, burst = settings.page_rows_per_second, settings.page_row_burst
-        for worker, indices in budgeted.items():
-            tokens, at = budget.get(worker, (burst, now))
-            tokens = min(burst, tokens + (now - at) * rate)
-            listed = min(len(indices), int(tokens))
-            budget[worker] = (tokens - listed, now)
-            skipped.update(indices[:len(indices) - listed])
+        granted = self.row_budget.take({w: len(i) for w, i in budgeted.items()},
+                                       asyncio.get_running_loop().time())
+        skipped = {i for worker, indices in budgeted.items()
+                   for i in indices[:len(indices) - granted[worker]]}
         kept = [e for i, e in enumerate(events) if i not in skipped] if skipped else events
-        return kept[-settings.rows_per_flush:]
+        return kept[-self.settings.rows_per_flush:]
 
     def _update(self, events: list[Event], dropped: int) -> str | None:
         workers, shown = self.supervisor.workers, self.shown
@@ -461,8 +476,6 @@ class PageHub(Hub):
             removed = sorted(shown - set(workers))
             every_card = workers
         shown.difference_update(removed)
-        for worker_id in removed:
-            self.row_budget.pop(worker_id, None)
         shown.update(w.id for w in new)
         changed = self._throttle(changed, new, removed, events, dropped, every_card)
         rows = self._rows(events)
