@@ -160,13 +160,17 @@ class Lan:
     def ns(self, machine: str) -> str:
         return f"{NS_PREFIX}{self.tag}-{machine}"
 
+    def outer(self, machine: str) -> str:
+        """The root end of `machine`'s veth, on the bridge."""
+        return f"ulf{self.tag}{machine}"
+
     def build(self, machines: list[str]) -> None:
         ip("link", "add", self.bridge, "type", "bridge")
         self.made_bridge = True
         ip("addr", "add", f"{SUBNET}.1/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
         for index, machine in enumerate(machines, start=2):
-            ns, outer = self.ns(machine), f"ulf{self.tag}{machine}"
+            ns, outer = self.ns(machine), self.outer(machine)
             ip("netns", "add", ns)
             self.hosts[machine] = f"{SUBNET}.{index}"
             ip("link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -206,6 +210,10 @@ class Lan:
         for agent in self.agents:
             agent.stop()
         for machine in self.hosts:
+            # the veth first, by its outer end: a namespace's deletion frees its links later,
+            # in the kernel's own time, and a test that compares the root's links right after
+            # (tests/lab) saw them go away under it
+            ip("link", "del", self.outer(machine), check=False)
             ip("netns", "del", self.ns(machine), check=False)
         if self.made_bridge:
             ip("link", "del", self.bridge, check=False)
