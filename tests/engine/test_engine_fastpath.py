@@ -14,7 +14,9 @@ import pytest
 
 from waiting import of_type, until
 from webapp.engine import Supervisor, fastpath
+from webapp.engine.mmsg import SendBatch
 from webapp.engine.payload import show
+from webapp.engine.udp import kernel_queue
 from webapp.engine.policy import Policy
 from webapp.engine.workers.server import Responder
 
@@ -147,6 +149,47 @@ async def test_stopping_a_reading_thread_does_not_wait_for_its_receive_timeout()
             took.append(time.perf_counter() - began)
         quick = sum(t < 0.005 for t in took)
         assert quick >= 8, f"stops took {[round(t * 1000, 1) for t in took]} ms"
+
+
+def stream_to(port: int, count: int) -> int:
+    """Send `count` 64-byte datagrams as fast as sendmmsg goes (64 a call); how many went."""
+    batch = SendBatch(64, 64)
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((LOOPBACK, port))
+        while sent < count:
+            sent += batch.send(sock.fileno(), 0, min(64, count - sent))
+    return sent
+
+
+def kernel_drops(worker) -> int:
+    """Datagrams the kernel dropped at the worker's socket (its receive buffer was full)."""
+    return kernel_queue(worker.sock)[1]
+
+
+async def test_a_sink_under_a_stream_naps_between_reads_and_still_counts_every_datagram():
+    # A listener or a server that does not reply, fed faster than one datagram per 200 µs,
+    # pauses 50 µs between reads instead of blocking for each datagram, so neither side pays
+    # for a wake-up per datagram: many datagrams per read, every one counted.
+    count = 4000
+    async with Supervisor() as supervisor:
+        sink = await start(supervisor, reply="none", rcvbuf=4 << 20)
+        ears = await start(supervisor, "listener")
+        for worker in (sink, ears):
+            await asyncio.to_thread(stream_to, worker.local[1], 1)  # its thread starts
+            await until(lambda: worker.counters["received"] == 1, "the first datagram")
+            before = worker.fast.reads()
+            began = time.monotonic()
+            sent = await asyncio.to_thread(stream_to, worker.local[1], count)
+            await until(lambda: worker.counters["received"] + kernel_drops(worker)
+                        >= 1 + sent, "the stream counted")
+            reads = worker.fast.reads() - before
+            taken = worker.counters["received"] - 1
+            assert taken + kernel_drops(worker) == sent, "every datagram counted"
+            assert taken >= 8 * reads, (
+                f"{worker.kind}: {reads} reads for {taken} datagrams in "
+                f"{time.monotonic() - began:.3f} s: it did not nap")
+        assert kernel_drops(sink) == 0  # 4 MiB: room for the whole stream
 
 
 async def test_a_reply_in_hand_has_its_events_and_counts_without_the_loop_running():
