@@ -398,7 +398,8 @@ static void *run(void *arg) {
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);  /* a nap of NAP_NS, not 50 µs more */
     while (!w->stop) {
         /* Blocks for the first datagram (at most WAIT_MS: SO_RCVTIMEO), then takes what else
-         * waits without blocking: one system call per wake-up, whatever the load. */
+         * waits without blocking: one system call per wake-up, whatever the load. After a
+         * sink's nap it does not block at all: an empty queue then ends the polling. */
         int got = recvmmsg(w->fd, w->msgs, BATCH, polling ? MSG_DONTWAIT : MSG_WAITFORONE,
                            NULL);
         if (got < 0) {
