@@ -16,8 +16,8 @@ from waiting import of_type, until
 from webapp.engine import Supervisor, fastpath
 from webapp.engine.mmsg import SendBatch
 from webapp.engine.payload import show
-from webapp.engine.udp import kernel_queue
 from webapp.engine.policy import Policy
+from webapp.engine.udp import kernel_queue
 from webapp.engine.workers.server import Responder
 
 LOOPBACK = "127.0.0.1"
@@ -190,6 +190,18 @@ async def test_a_sink_under_a_stream_naps_between_reads_and_still_counts_every_d
                 f"{worker.kind}: {reads} reads for {taken} datagrams in "
                 f"{time.monotonic() - began:.3f} s: it did not nap")
         assert kernel_drops(sink) == 0  # 4 MiB: room for the whole stream
+        assert sink.fast.naps() > 0 and ears.fast.naps() > 0
+
+
+async def test_a_server_that_replies_never_naps_under_a_stream():
+    # Its clients wait for the replies: a pause would add to every round trip.
+    async with Supervisor() as supervisor:
+        server = await start(supervisor, reply="length", rcvbuf=4 << 20)
+        await asyncio.to_thread(stream_to, server.local[1], 1)  # its thread starts
+        await until(lambda: server.counters["received"] == 1, "the first datagram")
+        sent = await asyncio.to_thread(stream_to, server.local[1], 4000)
+        await until(lambda: server.counters["received"] == 1 + sent, "the stream counted")
+        assert server.fast.naps() == 0
 
 
 async def test_a_reply_in_hand_has_its_events_and_counts_without_the_loop_running():

@@ -77,6 +77,7 @@ typedef struct {
     pthread_cond_t room;       /* signalled when the loop took the buffer or fed decisions */
     fp_counts c;             /* written by the thread only; read with fp_counters() */
     volatile uint64_t reads;   /* reads that brought datagrams (a sink under a stream naps) */
+    volatile uint64_t naps;    /* a sink's pauses between reads under a stream */
     /* sampling */
     int64_t window_ends;
     int window_left;
@@ -376,9 +377,10 @@ static pthread_once_t wake_installed = PTHREAD_ONCE_INIT;
 #define NAP_NS 50000L
 #define FLOOD_GAP_NS 200000L
 
-static void nap(void) {
+static void nap(fp_worker *w) {
     struct timespec pause = {0, NAP_NS};
     nanosleep(&pause, NULL);  /* a stop's signal ends it early (EINTR) */
+    w->naps++;
 }
 
 static void *run(void *arg) {
@@ -433,7 +435,7 @@ static void *run(void *arg) {
             polling = now - last < FLOOD_GAP_NS;
             last = now;
             if (polling)
-                nap();  /* let the queue fill rather than wait on it */
+                nap(w);  /* let the queue fill rather than wait on it */
         }
     }
     return NULL;
@@ -548,8 +550,10 @@ void fp_counters(fp_worker *w, fp_counts *out) {
     pthread_mutex_unlock(&w->lock);
 }
 
-/* How many reads brought datagrams so far (each at most BATCH of them). */
+/* How many reads brought datagrams so far (each at most BATCH of them), and how many naps
+ * a sink took between them. */
 uint64_t fp_reads(fp_worker *w) { return w->reads; }
+uint64_t fp_naps(fp_worker *w) { return w->naps; }
 
 /* The waiting records: sets `*records` to them and returns their length in bytes. They stay
  * valid until the next fp_take (the thread writes to the other buffer meanwhile). */

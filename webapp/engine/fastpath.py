@@ -49,6 +49,7 @@ def _load() -> ctypes.CDLL:
             ("fp_new", [i, i, i, i, i64, i, i], p), ("fp_set_slow_all", [p, i], None),
             ("fp_start", [p, ctypes.c_char_p], i), ("fp_stop", [p], None), ("fp_free", [p], None),
             ("fp_counters", [p, ctypes.POINTER(Counts)], None), ("fp_reads", [p], u64),
+            ("fp_naps", [p], u64),
             ("fp_take", [p, ctypes.POINTER(p)], ctypes.c_size_t), ("fp_wants", [p], i),
             ("fp_feed", [p, ctypes.c_char_p, i], None), ("fp_allow", [p, ctypes.c_char_p], None),
             ("fp_heard", [p, ctypes.c_uint16, u64, i64], i),
@@ -178,6 +179,11 @@ class FastPath:
         """How many reads brought datagrams: fewer than the datagrams when they came in batches,
         or while a listener or a server that does not reply napped under a stream."""
         return 0 if self.closed else _lib.fp_reads(self._w)
+
+    def naps(self) -> int:
+        """How many 50 µs pauses it took between reads: only a listener or a server that does
+        not reply naps, and only under a stream."""
+        return 0 if self.closed else _lib.fp_naps(self._w)
 
     def take(self) -> Iterator[Record]:
         """The records handed over since the last call, in the order they happened."""
