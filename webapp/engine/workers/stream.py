@@ -32,6 +32,9 @@ from webapp.engine.workers.base import Worker
 
 REPORT_EVERY = 0.5  # seconds between progress events
 MAX_BURST = 64  # datagrams per wake-up at most: a receiver on this machine reads in between
+CATCH_UP = 2  # a sender that woke late makes up at most at twice its rate: bursts spaced so
+# that no millisecond carries more than 2 × rate × 1 ms + MAX_BURST, never the whole debt at
+# once (a receiver's default buffer holds ~166 datagrams of 200 bytes)
 WRITABLE_WAIT = 0.02  # seconds: the longest wait for room in a full send buffer before the
 # thread looks whether it was asked to stop (and how a stop stays prompt on a slow link)
 # The stream header (stream.HEADER: magic, stream id, sequence number, send time) in two parts:
@@ -118,8 +121,10 @@ class StreamWorker(Worker):
         start = time.monotonic()
         next_report = start + REPORT_EVERY
         seq = 0  # the next sequence number; a datagram the kernel refused keeps its number
+        spaced_until = start  # the next burst not before (CATCH_UP)
         while seq < count and not stop.is_set():
-            due = min(count, seq + burst, int((time.monotonic() - start) * rate) + 1) - seq
+            began = time.monotonic()
+            due = min(count, seq + burst, int((began - start) * rate) + 1) - seq
             if due > 0 and (self.throttle is None or self._caps_allow(loop, size)):
                 # Each datagram gets its own number, and the time its batch is handed to the
                 # kernel (they leave in one system call, a few microseconds apart).
@@ -148,11 +153,13 @@ class StreamWorker(Worker):
                         counters["bytes_out"] += went * size
                     first += went
                     seq += went
+                spaced_until = began + first / (CATCH_UP * rate)
             now = time.monotonic()
             if now >= next_report:
                 next_report = now + REPORT_EVERY
                 self._hand_off(loop, (counters["sent"], now - start))
-            ahead = seq / rate - (now - start)
+            # On time, the schedule waits longer than the spacing; late, the spacing does.
+            ahead = max(seq / rate - (now - start), spaced_until - now)
             if ahead > 0:
                 stop.wait(min(REPORT_EVERY, ahead))  # returns at once on stop
         if seq < count:
