@@ -171,7 +171,7 @@ async def test_a_late_sender_makes_up_in_spaced_bursts(until):
     # debt at once (which a default receive buffer of ~166 such datagrams could not hold). The datagrams' send
     # times say when each burst left; a receive buffer big enough for all of them keeps them
     # until the stream is over.
-    rate, count, size = 50_000, 2000, 200
+    rate, count, size = 50_000, 5000, 200  # 0.1 s: the hold comes while it sends
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 * 1024 * 1024)
         sink.bind(("127.0.0.1", 0))
@@ -205,15 +205,17 @@ async def test_a_late_sender_makes_up_in_spaced_bursts(until):
         busiest = max(busiest, last - first + 1)
     print(f"\nthe busiest millisecond carried {busiest} datagrams; "
           f"the stream took {(sent[-1] - sent[0]) * 1000:.1f} ms; ", end="")
-    assert busiest <= CATCH_UP * rate // 1000 + 2 * MAX_BURST, (
+    # A burst's send time is read just before it leaves: a sending thread preempted between
+    # its schedule's clock and that read brings two bursts' times together, hence a margin.
+    assert busiest <= CATCH_UP * rate // 1000 + 3 * MAX_BURST, (
         f"{busiest} datagrams left within one millisecond: a late sender made up in one burst")
     # It was held off (nothing left for 10 ms or more: a debt of 500, which one burst would
     # make up at far above the bound), and made up for it at twice its rate: the whole stream
-    # still took about 2000 / 50 000 s.
+    # still took about 5000 / 50 000 s.
     held = max(b - a for a, b in zip(sent, sent[1:]))
     print(f"the sender was held off for {held * 1000:.1f} ms")
     assert held >= 0.010
-    assert 0.039 <= sent[-1] - sent[0] < 0.5
+    assert 0.099 <= sent[-1] - sent[0] < 1.0
 
 
 async def test_small_receive_buffer_drops_datagrams_for_real(until):
