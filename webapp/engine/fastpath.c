@@ -391,10 +391,11 @@ static void *run(void *arg) {
     pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
     prctl(PR_SET_NAME, w->name, 0, 0, 0);
     /* A sink (a listener, a server that does not reply) under a stream of datagrams stops
-     * waiting on its socket: when datagrams came again within FLOOD_GAP_NS it naps NAP_NS and
-     * then reads without blocking, so neither the sender nor this thread pays for a wake-up
-     * per datagram; the first empty read after a nap ends it, and it blocks again. A server
-     * that replies never naps: its clients wait for the replies. */
+     * waiting on its socket: when datagrams came again within FLOOD_GAP_NS and a read brought
+     * fewer than BATCH (the queue is empty) it naps NAP_NS and then reads without blocking,
+     * so neither the sender nor this thread pays for a wake-up per datagram; a full read
+     * reads on at once; the first empty read ends it, and it blocks again. A server that
+     * replies never naps: its clients wait for the replies. */
     int sink = w->mode == MODE_LISTEN || w->mode == MODE_NONE, polling = 0;
     int64_t last = 0;
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);  /* a nap of NAP_NS, not 50 µs more */
@@ -434,8 +435,9 @@ static void *run(void *arg) {
             int64_t now = now_ns(CLOCK_MONOTONIC);
             polling = now - last < FLOOD_GAP_NS;
             last = now;
-            if (polling)
-                nap(w);  /* let the queue fill rather than wait on it */
+            if (polling && got < BATCH)
+                nap(w);  /* let the queue fill rather than wait on it; a full read means
+                          * more waits: read on (a nap per BATCH would cap the rate) */
         }
     }
     return NULL;
