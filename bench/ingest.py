@@ -10,9 +10,11 @@ Receive buffers: the `listener` worker has no rcvbuf option, so the default-buff
 listener (default SO_RCVBUF, net.core.rmem_default) and the 4 MiB cases a `server` worker with
 `reply: none` and `rcvbuf: 4194304` (the kernel doubles it; net.core.rmem_max caps it). Both
 emit one `received` event per datagram. Then, with the 4 MiB buffer, the sender is paced at
-80% of the measured maximum to see whether 0 loss holds there. Last, both the engine (the
-4 MiB server) and the plain loop take a paced PACED datagrams/s (40 000) of 64 bytes: CPU per
-datagram of the whole udplab process against the plain loop's (issue 17's target: ≤ 1.1×).
+80% of the measured maximum, or at 200 000/s (80 % of issue 8's 250 000) where that is less,
+to see whether 0 loss holds there; where 80 % of the maximum is more, it is measured too, as
+headroom. Last, both the engine (the 4 MiB server) and the plain loop take a paced PACED
+datagrams/s (40 000) of 64 bytes: CPU per datagram of the whole udplab process against the
+plain loop's (issue 17's target: ≤ 1.1×).
 `--pinning split` (issue 17): udplab's UDP threads on CPU 0, the rest of udplab on CPU 1 with
 the sender and the watcher. Each worker gets one datagram before its case (its reader thread
 starts on the first), not counted in the case. `--engine agent` (issue 17, bench/engine.py):
@@ -39,6 +41,7 @@ from engine import ENGINES, Engine, stop_on_sigterm, udplab_ns
 CPU = "0"
 SENDER_CPU = "1"
 MIB4 = 4 * 1024 * 1024
+LOSS_RATE = 200_000  # issue 8: 0 lost at 80 % of its 250 000/s, with a 4 MiB buffer
 
 
 def read_received(api: httpx.Client, name: str) -> int:
@@ -150,12 +153,17 @@ def run(seconds: float, pinning: str = "shared", paced: int = 40_000,
                     cases.append(case)
                     maxima[(size, label)] = case["rate"]
             for size in (64, 1400):
-                rate = int(0.8 * maxima[(size, "4MiB")])
-                case = one_case(api, tools, watchers, engine=engine, name=f"in-{size}-paced",
-                                spec={"kind": "server", "reply": "none", "rcvbuf": MIB4},
-                                size=size, seconds=seconds, rate=rate, pinning=pinning)
-                case["buffer"] = "4MiB"
-                cases.append(case)
+                # Issue 8's target: 0 lost at 80 % of 250 000/s. Where the worker reaches
+                # more, 80 % of what it reached is measured too, as headroom (no verdict).
+                reached = int(0.8 * maxima[(size, "4MiB")])
+                for rate in sorted({min(reached, LOSS_RATE), reached}):
+                    case = one_case(api, tools, watchers, engine=engine,
+                                    name=f"in-{size}-paced-{rate // 1000}k",
+                                    spec={"kind": "server", "reply": "none", "rcvbuf": MIB4},
+                                    size=size, seconds=seconds, rate=rate, pinning=pinning)
+                    case["buffer"] = "4MiB"
+                    case["headroom"] = rate > LOSS_RATE
+                    cases.append(case)
             if paced:
                 case = one_case(api, tools, watchers, engine=engine, name="in-64-fixed",
                                 spec={"kind": "server", "reply": "none", "rcvbuf": MIB4},
@@ -180,7 +188,8 @@ def run(seconds: float, pinning: str = "shared", paced: int = 40_000,
                  "ratio": engine["cpu_us"] / plain["cpu_us"], "parts_us": engine["parts_us"]}
     engine_cases = [c for c in engine_cases if not c.get("fixed")]
     best = max(c["rate"] for c in engine_cases if c["target_rate"] == 0)
-    paced = [c for c in cases if c["target_rate"] and not c.get("fixed")]
+    paced = [c for c in cases if c["target_rate"] and not c.get("fixed")
+             and not c.get("headroom")]
     return {"machine": machine(), "engine": engine_kind, "placement": note, "pinning": pinning,
             "fixed": fixed, "load_end": load_average(),
             "counters_exact": all(c.get("exact", True) for c in engine_cases),
