@@ -168,9 +168,9 @@ async def test_a_late_sender_makes_up_in_spaced_bursts(until):
     # waiting for it may get it once, after the old 5 ms switch interval) owes 500–1 250
     # datagrams at 50 000/s. It makes them up at most at twice its rate, in bursts of
     # MAX_BURST: in any millisecond at most 2 × 50 datagrams plus one burst, not the whole
-    # debt at once (which a default receive buffer of ~166 such datagrams could not hold). The datagrams' send
-    # times say when each burst left; a receive buffer big enough for all of them keeps them
-    # until the stream is over.
+    # debt at once (which a default receive buffer of ~166 such datagrams could not hold).
+    # The datagrams' send times say when each burst left; a receive buffer big enough for
+    # all of them keeps them until the stream is over.
     rate, count, size = 50_000, 5000, 200  # 0.1 s: the hold comes while it sends
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 * 1024 * 1024)
